@@ -1,0 +1,44 @@
+# The README's commands. Two environments: Airflow 3.3.2 and Prefect 3.9.1 cannot share one (FastAPI pins).
+PYTHON ?= python3
+AF := .venv-airflow
+PF := .venv-prefect
+PYTEST_ARGS ?= -q
+
+.PHONY: setup demo test test-airflow test-prefect lint bench clean
+
+setup: $(AF)/.installed $(PF)/.installed
+
+# Rebuilt only when pyproject.toml changes; `pip install -e` makes code edits visible without a rebuild.
+$(AF)/.installed: pyproject.toml
+	test -x $(AF)/bin/python || $(PYTHON) -m venv $(AF)
+	$(AF)/bin/pip install -q --disable-pip-version-check -e ".[airflow,torch,dev]"
+	touch $@
+
+$(PF)/.installed: pyproject.toml
+	test -x $(PF)/bin/python || $(PYTHON) -m venv $(PF)
+	$(PF)/bin/pip install -q --disable-pip-version-check -e ".[prefect,torch,dev]"
+	touch $@
+
+demo: setup
+	$(AF)/bin/carbon-aware zones
+	$(AF)/bin/carbon-aware history --zone DE --start 2023-06-01T00:00Z --end 2023-06-02T00:00Z
+
+lint: setup
+	$(AF)/bin/ruff check .
+	$(AF)/bin/ruff format --check carbon_sensors carbon_operators carbon_flows
+	$(AF)/bin/mypy carbon_sensors carbon_operators scripts benchmarks tests/core tests/airflow
+	$(PF)/bin/mypy carbon_flows tests/prefect
+
+test-airflow: setup
+	$(AF)/bin/python -m pytest $(PYTEST_ARGS) tests/core tests/airflow
+
+test-prefect: setup
+	$(PF)/bin/python -m pytest $(PYTEST_ARGS) tests/core tests/prefect
+
+test: lint test-airflow test-prefect
+
+bench: setup
+	$(AF)/bin/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(AF) $(PF) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,61 @@
+"""How commands show a signal: a table, JSON, or a PNG plot; shared by every command group."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from carbon_sensors.signal import UNIT, IntensitySignal
+
+
+def print_json(doc: Any) -> None:
+    json.dump(doc, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """A plain aligned text table (no extra dependency, copy-pastes cleanly)."""
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for r in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    return str(value)
+
+
+def plot_signal(signal: IntensitySignal, path: str | Path, title: str | None = None) -> Path:
+    """Draw the signal (and its prediction interval, if any) to a PNG file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.step(signal.values.index, signal.values.to_numpy(), where="post", label=signal.source)
+    if signal.lower is not None and signal.upper is not None:
+        ax.fill_between(
+            signal.values.index,
+            signal.lower.to_numpy(),
+            signal.upper.to_numpy(),
+            step="post",
+            alpha=0.25,
+            label="prediction interval",
+        )
+    ax.set_ylabel(f"{signal.kind.value} intensity ({UNIT})")
+    ax.set_xlabel("time (UTC)")
+    ax.set_title(title or signal.label)
+    ax.legend(loc="upper right")
+    fig.autofmt_xdate()
+    out = Path(path)
+    fig.savefig(out, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return out

@@ -1,0 +1,1 @@
+"""Package data: embedded real traces (see ATTRIBUTION.md)."""

@@ -1,0 +1,75 @@
+"""Replay: live through recorded data as if it were now, at a chosen start and speed.
+
+Why: a demo (or a test) can watch a day of real grid data pass in a minute. The mapping is a pure function of
+three numbers, so it travels to other processes (Airflow triggerer, Prefect worker) through the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import pandas as pd
+
+from carbon_sensors.errors import InvalidInputError
+from carbon_sensors.timeutil import parse_utc, require_utc, utcnow
+
+ENV_START = "CARBON_AWARE_REPLAY_START"
+ENV_WALL_START = "CARBON_AWARE_REPLAY_WALL_START"
+ENV_SPEED = "CARBON_AWARE_REPLAY_SPEED"
+
+
+@dataclass(frozen=True)
+class Replay:
+    """Trace time `trace_start` corresponds to wall time `wall_start`; trace time runs `speed` times faster."""
+
+    trace_start: pd.Timestamp
+    wall_start: pd.Timestamp
+    speed: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.speed > 0:
+            raise InvalidInputError(
+                f"replay speed={self.speed} must be a positive number (e.g. 1440: a day a minute)"
+            )
+        object.__setattr__(self, "trace_start", require_utc(self.trace_start, "trace_start"))
+        object.__setattr__(self, "wall_start", require_utc(self.wall_start, "wall_start"))
+
+    @classmethod
+    def starting_now(cls, trace_start: datetime, speed: float = 1.0) -> Replay:
+        return cls(pd.Timestamp(trace_start), utcnow(), speed)
+
+    def trace_time(self, wall: datetime | None = None) -> pd.Timestamp:
+        """The trace moment that is 'now' at wall time `wall` (default: the real now)."""
+        now = utcnow() if wall is None else require_utc(wall, "wall")
+        return self.trace_start + (now - self.wall_start) * self.speed
+
+    def wall_time(self, trace: datetime) -> pd.Timestamp:
+        """When trace moment `trace` will be 'now' on the wall clock (to wait for a replayed window)."""
+        return self.wall_start + (require_utc(trace, "trace") - self.trace_start) / self.speed
+
+    def wall_duration(self, trace_duration: timedelta) -> timedelta:
+        return trace_duration / self.speed
+
+    def to_env(self) -> dict[str, str]:
+        return {
+            ENV_START: self.trace_start.isoformat(),
+            ENV_WALL_START: self.wall_start.isoformat(),
+            ENV_SPEED: repr(self.speed),
+        }
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Replay | None:
+        """The replay configured in the environment, or None when replay is off."""
+        env = os.environ if environ is None else environ
+        if not env.get(ENV_START):
+            return None
+        wall = env.get(ENV_WALL_START)
+        try:
+            speed = float(env.get(ENV_SPEED, "1"))
+        except ValueError:
+            raise InvalidInputError(f"{ENV_SPEED}={env.get(ENV_SPEED)!r} is not a number") from None
+        return cls(
+            parse_utc(env[ENV_START], ENV_START), parse_utc(wall, ENV_WALL_START) if wall else utcnow(), speed
+        )
