@@ -162,7 +162,7 @@ class IntensitySignal:
         """Refuse to compare signals of different kinds or zones."""
         if self.kind != other.kind:
             raise IncompatibleSignalsError(
-                f"cannot combine a {self.kind.value} signal ({self.label}) with a {other.kind.value} one "
+                f"cannot combine the {self.kind.value} signal ({self.label}) with the {other.kind.value} signal "
                 f"({other.label}); savings in one do not transfer to the other"
             )
         if self.zone != other.zone:
@@ -173,7 +173,10 @@ class IntensitySignal:
         """JSON-able rows: timestamp (ISO UTC), value, and the interval bounds when present."""
         rows: list[dict[str, Any]] = []
         for i, (ts, value) in enumerate(self.values.items()):
-            row: dict[str, Any] = {"timestamp": pd.Timestamp(str(ts)).isoformat(), "value": _json_float(value)}
+            row: dict[str, Any] = {
+                "timestamp": pd.Timestamp(str(ts)).isoformat(),
+                "value": _json_float(value),
+            }
             if self.lower is not None and self.upper is not None:
                 row["lower"] = _json_float(self.lower.iloc[i])
                 row["upper"] = _json_float(self.upper.iloc[i])
@@ -247,6 +250,7 @@ def make_signal(
 ) -> IntensitySignal:
     """Build a signal from a Series, inferring the resolution (the most common step) when not given."""
     series = values.astype("float64").rename("intensity")
+    series.index = series.index.rename("timestamp")
     if resolution is None:
         resolution = infer_resolution(series.index)
     return IntensitySignal(series, zone, SignalKind.parse(kind), source, resolution, **extra)

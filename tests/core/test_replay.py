@@ -1,0 +1,58 @@
+"""Replay: recorded data read as now, labelled as replay, portable through the environment."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pandas as pd
+import pytest
+
+from carbon_sensors.errors import InvalidInputError, NoDataError
+from carbon_sensors.providers import IntensitySource, TraceProvider
+from carbon_sensors.replay import Replay
+
+WALL = pd.Timestamp("2026-11-28T12:00Z")
+TRACE = pd.Timestamp("2023-06-01T00:00Z")
+
+
+def test_clock_maps_both_ways_at_speed() -> None:
+    replay = Replay(TRACE, WALL, speed=1440)  # a day a minute
+    assert replay.trace_time(WALL + timedelta(seconds=30)) == TRACE + timedelta(hours=12)
+    assert replay.wall_time(TRACE + timedelta(hours=6)) == WALL + timedelta(seconds=15)
+    assert replay.wall_duration(timedelta(hours=24)) == timedelta(minutes=1)
+
+
+def test_env_round_trip_and_bad_values() -> None:
+    replay = Replay(TRACE, WALL, speed=60.0)
+    assert Replay.from_env(replay.to_env()) == replay
+    assert Replay.from_env({}) is None
+    with pytest.raises(InvalidInputError, match="CARBON_AWARE_REPLAY_SPEED='fast' is not a number"):
+        Replay.from_env({**replay.to_env(), "CARBON_AWARE_REPLAY_SPEED": "fast"})
+    with pytest.raises(InvalidInputError, match="speed=0 must be a positive number"):
+        Replay(TRACE, WALL, speed=0)
+
+
+def test_trace_provider_replays_real_values_labelled_as_replay() -> None:
+    provider = TraceProvider(replay=Replay.starting_now(TRACE + timedelta(minutes=30), speed=1.0))
+    assert isinstance(provider, IntensitySource)
+    reading = provider.latest("DE")
+    assert reading.replay is True
+    assert "replay" in reading.source
+    assert reading.period_start == TRACE
+    assert reading.value == 272.14  # the recorded Electricity Maps value for DE at 2023-06-01 00:00 UTC
+    forecast = provider.forecast("DE", horizon=timedelta(hours=6))
+    assert len(forecast) == 6 and "perfect forecast" in forecast.source
+
+
+def test_trace_provider_without_replay_has_no_now() -> None:
+    provider = TraceProvider()
+    with pytest.raises(NoDataError, match="a recorded trace has no 'now'"):
+        provider.latest("DE")
+    history = provider.history("GB", pd.Timestamp("2023-06-01T00:00Z"), pd.Timestamp("2023-06-01T03:00Z"))
+    assert len(history) == 3 and history.replay is False
+
+
+def test_replay_history_stops_at_now() -> None:
+    provider = TraceProvider(replay=Replay.starting_now(TRACE + timedelta(hours=2, minutes=10)))
+    history = provider.history("DE", TRACE, TRACE + timedelta(days=1))
+    assert len(history) == 3 and history.replay is True
