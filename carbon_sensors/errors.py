@@ -33,3 +33,66 @@ class NoDataError(CarbonAwareError):
 
 class IncompatibleSignalsError(CarbonAwareError):
     """Two signals of different kinds (average vs marginal) or zones were combined; never mixed silently."""
+
+
+class ProviderError(CarbonAwareError):
+    """A live carbon-intensity API failed; the message names provider, zone and cause, never a credential."""
+
+    def __init__(self, message: str, *, provider: str = "", zone: str = "") -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.zone = zone
+
+
+class AuthenticationError(ProviderError):
+    """The API refused the credentials (missing, wrong or expired key; or the plan does not cover the call)."""
+
+
+class RateLimitedError(ProviderError):
+    """The API kept answering 429 after we waited as asked; `retry_after` is its last stated wait (seconds)."""
+
+    def __init__(
+        self, message: str, *, provider: str = "", zone: str = "", retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, provider=provider, zone=zone)
+        self.retry_after = retry_after
+
+
+class StaleDataError(ProviderError):
+    """The newest value is older than the allowed age: an error, never a silently old number."""
+
+
+class MalformedResponseError(ProviderError):
+    """The API answered, but not with the JSON shape or units we expect."""
+
+
+class EmptyDataError(ProviderError, NoDataError):
+    """The API answered with no data points for the question asked."""
+
+
+class ProviderUnavailableError(ProviderError):
+    """The API could not be reached, or kept failing (connection errors, 5xx) after retries."""
+
+
+class ProviderRequestError(ProviderError):
+    """The API rejected the request itself (400/422): the message carries the API's own words."""
+
+
+class UnknownProviderZoneError(ProviderError, UnknownZoneError):
+    """The API does not know the zone or region asked for (404, or its own error body says so)."""
+
+
+class FallbackExhaustedError(ProviderError):
+    """Every source of a fallback chain failed or was too stale; the message lists each one's cause."""
+
+
+class MissingCredentialsError(CarbonAwareError, LookupError):
+    """A named credentials store entry (Prefect block, Airflow connection) does not exist; says how to make it."""
+
+
+class PowerSourceUnavailableError(CarbonAwareError):
+    """A power source (NVML, RAPL) cannot be used here; the message says why, so the fallback is explained."""
+
+
+class CheckpointError(CarbonAwareError):
+    """A training checkpoint is missing, unreadable, or belongs to a different job."""

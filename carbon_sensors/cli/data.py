@@ -8,7 +8,7 @@ from typing import Any
 from tqdm import tqdm
 
 from carbon_sensors import embedded
-from carbon_sensors.cli.output import plot_signal, print_json, print_table
+from carbon_sensors.cli.output import print_json, print_table, show_signal
 from carbon_sensors.providers.trace import TraceProvider
 from carbon_sensors.timeutil import parse_utc
 from carbon_sensors.traces import read_trace
@@ -73,13 +73,5 @@ def run_history(args: argparse.Namespace) -> int:
     else:
         provider = TraceProvider(dataset=args.dataset, column=args.column)
     signal = provider.history(args.zone, start, end)
-    if args.json:
-        print_json(signal.to_dict())
-    elif args.plot:
-        print(f"wrote {plot_signal(signal, args.plot)}")
-    else:
-        print(f"# {signal.label}")
-        print_table(signal.to_records(), ["timestamp", "value"])
-        for note in signal.notes:
-            print(f"# note: {note}")
+    show_signal(signal, as_json=args.json, plot=args.plot)
     return 0

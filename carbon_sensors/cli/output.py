@@ -24,6 +24,19 @@ def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
 
 
+def show_signal(signal: IntensitySignal, *, as_json: bool = False, plot: str | None = None) -> None:
+    """The usual output of a command that returns a signal: JSON, a PNG plot, or a labelled table."""
+    if as_json:
+        print_json(signal.to_dict())
+    elif plot:
+        print(f"wrote {plot_signal(signal, plot)}")
+    else:
+        print(f"# {signal.label}")
+        print_table(signal.to_records(), ["timestamp", "value"])
+        for note in signal.notes:
+            print(f"# note: {note}")
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return "-"

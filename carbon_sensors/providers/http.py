@@ -1,0 +1,331 @@
+"""HTTP for the live providers, sans-IO: providers build `Request`s and parse `Response`s; transports send.
+
+A provider operation is an `Exchange`: a generator that yields requests and receives responses (WattTime
+logs in, then asks; on 401 it logs in again). `run_sync` drives one over requests, `run_async` over
+httpx.AsyncClient, so no provider logic is written twice. Both transports retry connection errors and 5xx
+with exponential backoff and honour 429 `Retry-After`; neither ever logs a header or a credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import functools
+import json
+import logging
+import ssl
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import certifi
+import httpx
+import pandas as pd
+import requests
+
+from carbon_sensors.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Secret:
+    """A credential that never shows itself in repr, str, logs or exception text; `reveal()` to send it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request, as data. Header values and the basic-auth password may be `Secret`s."""
+
+    method: str
+    url: str
+    params: tuple[tuple[str, str], ...] = ()
+    headers: Mapping[str, str | Secret] = field(default_factory=dict)
+    basic_auth: tuple[str, Secret] | None = None
+
+    def plain_headers(self) -> dict[str, str]:
+        """Headers with secrets revealed: for transports only, right before sending."""
+        out = {"Accept": "application/json"}
+        out.update({k: v.reveal() if isinstance(v, Secret) else v for k, v in self.headers.items()})
+        return out
+
+    def plain_auth(self) -> tuple[str, str] | None:
+        return None if self.basic_auth is None else (self.basic_auth[0], self.basic_auth[1].reveal())
+
+    @property
+    def target(self) -> str:
+        """URL and query for messages and logs (providers put no credential in URLs)."""
+        if not self.params:
+            return self.url
+        return self.url + "?" + "&".join(f"{k}={v}" for k, v in self.params)
+
+
+@dataclass(frozen=True)
+class Response:
+    """One HTTP response, as data; `status` 0 never occurs (unreachable hosts raise `TransportFailure`)."""
+
+    status: int
+    body: bytes
+    headers: Mapping[str, str]
+    request: Request
+    received_at: pd.Timestamp
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        """The body as JSON; `ValueError` when it is not (the provider turns that into a typed error)."""
+        return json.loads(self.body)
+
+
+class TransportFailure(Exception):
+    """The request could not be completed at all (connection refused, DNS, timeout), after retries."""
+
+    def __init__(self, request: Request, cause: str, attempts: int) -> None:
+        super().__init__(f"{request.method} {request.url}: {cause} (after {attempts} attempts)")
+        self.request = request
+        self.cause = cause
+        self.attempts = attempts
+
+
+Exchange = Generator[Request, Response, T]
+"""A provider operation: yields requests, receives their responses, returns the parsed answer."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When to try again: connection errors and 5xx back off exponentially; 429 waits its `Retry-After`.
+
+    `max_wait` caps any single wait: a server asking for longer gets its 429 back at once (a deadline is
+    never spent sleeping on a rate limit).
+    """
+
+    retries: int = 3
+    backoff: float = 0.5
+    max_backoff: float = 30.0
+    max_wait: float = 120.0
+
+    def delay_after_status(self, response: Response, attempt: int) -> float | None:
+        """Seconds to wait before retrying this response, or None to hand it back as is."""
+        if attempt >= self.retries:
+            return None
+        if response.status == 429:
+            stated = retry_after_seconds(response.headers.get("Retry-After"), response.received_at)
+            wait = self.backoff_delay(attempt) if stated is None else stated
+            return wait if wait <= self.max_wait else None
+        if response.status >= 500:
+            return self.backoff_delay(attempt)
+        return None
+
+    def delay_after_failure(self, attempt: int) -> float | None:
+        return None if attempt >= self.retries else self.backoff_delay(attempt)
+
+    def verdict(self, request: Request, outcome: Response | Exception, attempt: int) -> Response | float:
+        """What a transport does after an attempt: hand back this response, or wait this many seconds.
+
+        An exception (the request never completed) past the last retry becomes `TransportFailure`.
+        """
+        if isinstance(outcome, Response):
+            delay = self.delay_after_status(outcome, attempt)
+            if delay is None:
+                return outcome
+            what = f"HTTP {outcome.status}"
+        else:
+            what = _failure_cause(outcome)
+            delay = self.delay_after_failure(attempt)
+            if delay is None:
+                raise TransportFailure(request, what, attempt + 1) from None
+        log.warning("%s %s: %s; retrying in %.2fs", request.method, request.url, what, delay)
+        return delay
+
+    def backoff_delay(self, attempt: int) -> float:
+        return float(min(self.backoff * 2.0**attempt, self.max_backoff))
+
+
+def retry_after_seconds(value: str | None, now: pd.Timestamp) -> float | None:
+    """Parse a Retry-After header: delta-seconds or an HTTP date; None when absent or unreadable."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, float((pd.Timestamp(when) - now).total_seconds()))
+
+
+def _headers_of(raw: Mapping[str, str]) -> dict[str, str]:
+    """Case-insensitive lookups for the few headers we read, by normalising names."""
+    return {"-".join(p.capitalize() for p in k.split("-")): v for k, v in raw.items()}
+
+
+class SyncTransport:
+    """Blocking HTTP on a `requests.Session`, with the retry policy."""
+
+    def __init__(
+        self,
+        *,
+        session: requests.Session | None = None,
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.session = session or requests.Session()
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep
+
+    def __repr__(self) -> str:
+        return f"SyncTransport(timeout={self.timeout}, retry={self.retry})"
+
+    def send(self, request: Request) -> Response:
+        attempt = 0
+        while True:
+            outcome: Response | Exception
+            try:
+                raw = self.session.request(
+                    request.method,
+                    request.url,
+                    params=list(request.params),
+                    headers=request.plain_headers(),
+                    auth=request.plain_auth(),
+                    timeout=self.timeout,
+                )
+                outcome = Response(raw.status_code, raw.content, _headers_of(raw.headers), request, utcnow())
+            except requests.RequestException as exc:
+                outcome = exc
+            verdict = self.retry.verdict(request, outcome, attempt)
+            if isinstance(verdict, Response):
+                return verdict
+            self._sleep(verdict)
+            attempt += 1
+
+
+class AsyncTransport:
+    """Non-blocking HTTP on `httpx.AsyncClient` (for Airflow triggers), with the same retry policy.
+
+    Without a client of its own it opens one per exchange (login and data call share it) and closes it after.
+    """
+
+    def __init__(
+        self,
+        *,
+        client: httpx.AsyncClient | None = None,
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.client = client
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep
+
+    def __repr__(self) -> str:
+        return f"AsyncTransport(timeout={self.timeout}, retry={self.retry})"
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[Callable[[Request], Awaitable[Response]]]:
+        if self.client is not None:
+            client = self.client
+            yield lambda request: self.send(client, request)
+            return
+        async with httpx.AsyncClient(timeout=self.timeout, verify=_tls_context()) as own:
+            yield lambda request: self.send(own, request)
+
+    async def send(self, client: httpx.AsyncClient, request: Request) -> Response:
+        attempt = 0
+        auth = request.plain_auth()
+        while True:
+            outcome: Response | Exception
+            try:
+                raw = await client.request(
+                    request.method,
+                    request.url,
+                    params=list(request.params),
+                    headers=request.plain_headers(),
+                    auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
+                    timeout=self.timeout,
+                )
+                outcome = Response(raw.status_code, raw.content, _headers_of(raw.headers), request, utcnow())
+            except httpx.HTTPError as exc:
+                outcome = exc
+            verdict = self.retry.verdict(request, outcome, attempt)
+            if isinstance(verdict, Response):
+                return verdict
+            await self._sleep(verdict)
+            attempt += 1
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One TLS context for every client: building one costs tens of milliseconds, far more than a request."""
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+def _failure_cause(exc: Exception) -> str:
+    """A short cause without the library's text (which can carry URLs with parameters, never headers)."""
+    text = str(exc).lower()
+    chain: BaseException | None = exc
+    while chain is not None:
+        if isinstance(chain, ConnectionRefusedError):
+            return "connection refused"
+        chain = chain.__cause__ or chain.__context__
+    if "refused" in text:
+        return "connection refused"
+    if isinstance(exc, requests.Timeout | httpx.TimeoutException) or "timed out" in text:
+        return "timed out"
+    return f"connection failed ({type(exc).__name__})"
+
+
+def run_sync(exchange: Exchange[T], transport: SyncTransport) -> T:
+    """Drive a provider exchange to its answer over the blocking transport."""
+    try:
+        request = next(exchange)
+        while True:
+            request = exchange.send(transport.send(request))
+    except StopIteration as stop:
+        result: T = stop.value
+        return result
+
+
+async def run_async(exchange: Exchange[T], transport: AsyncTransport) -> T:
+    """Drive a provider exchange to its answer over the async transport."""
+    async with transport.session() as send:
+        try:
+            request = next(exchange)
+            while True:
+                request = exchange.send(await send(request))
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
