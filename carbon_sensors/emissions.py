@@ -1,0 +1,509 @@
+"""The emissions ledger: energy per interval x the intensity of that interval, summed; never mean x total.
+
+Every interval also carries its run-immediately twin (the same energy, laid back to back from submission,
+without pauses), so avoided emissions are computed the same way. The ledger is a list of JSON records: the
+JSONL timeline a run writes is enough to recompute the report later.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import pandas as pd
+
+from carbon_sensors.errors import InvalidInputError, TraceError
+from carbon_sensors.providers.base import IntensitySource
+from carbon_sensors.signal import UNIT, IntensitySignal, SignalKind
+from carbon_sensors.timeutil import parse_utc, require_utc
+
+log = logging.getLogger(__name__)
+
+# Used only when no intensity value was ever available; reported as a fallback (IEA 2019 world average).
+WORLD_AVERAGE_INTENSITY = 475.0
+WORLD_AVERAGE_SOURCE = "static world average (IEA 2019)"
+JOULES_PER_KWH = 3.6e6
+_LOOKBACK = pd.Timedelta(hours=2)  # fetch a little before an interval so the period containing it is included
+
+FALLBACK_NO_SOURCE = f"no intensity source or zone configured: used the {WORLD_AVERAGE_SOURCE}, {WORLD_AVERAGE_INTENSITY:g} {UNIT}"
+FALLBACK_NO_DATA = (
+    f"no intensity data was available: used the {WORLD_AVERAGE_SOURCE}, {WORLD_AVERAGE_INTENSITY:g} {UNIT}"
+)
+FALLBACK_LAST_KNOWN = "no intensity data for an interval: used the last known value"
+FALLBACK_PARTIAL = "intensity data covered only part of an interval: the rest assumed at the covered average"
+
+
+@dataclass(frozen=True)
+class IntensityValue:
+    """The intensity that applies to an interval, where it came from, and the fallback used (if any)."""
+
+    value: float
+    source: str
+    kind: str
+    fallback: str | None = None
+
+
+def mean_over(signal: IntensitySignal, start: pd.Timestamp, end: pd.Timestamp) -> tuple[float | None, float]:
+    """Overlap-weighted mean intensity over [start, end) and the fraction of the span with data."""
+    end = max(end, start + pd.Timedelta(microseconds=1))  # a zero-length interval takes the value at start
+    values = signal.values.dropna()
+    starts = pd.DatetimeIndex(values.index).as_unit("ns").asi8
+    ends = starts + signal.resolution.as_unit("ns").value
+    lo, hi = start.as_unit("ns").value, end.as_unit("ns").value
+    overlap = np.clip(np.minimum(ends, hi) - np.maximum(starts, lo), 0, None).astype("float64")
+    covered = float(overlap.sum())
+    if covered <= 0:
+        return None, 0.0
+    return float(np.dot(overlap, values.to_numpy(dtype="float64")) / covered), covered / float(hi - lo)
+
+
+class IntensityLookup:
+    """Intensity for any past interval of one zone, from a provider or trace, with a visible fallback chain.
+
+    Cached signal -> a refetch (at most every `refetch_seconds` of wall time) -> the last known value ->
+    the static world average. The fallback used is returned with the value, never hidden.
+    """
+
+    def __init__(
+        self,
+        source: IntensitySource | None,
+        zone: str | None,
+        *,
+        refetch_seconds: float = 60.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.source, self.zone = source, zone
+        self.refetch_seconds = refetch_seconds
+        self._monotonic = monotonic
+        self._signal: IntensitySignal | None = None
+        self._last_fetch: float | None = None
+        self._asked_until: pd.Timestamp | None = None
+        self._last_known: IntensityValue | None = None
+
+    def _fetch(self, start: pd.Timestamp, end: pd.Timestamp) -> None:
+        assert self.source is not None and self.zone is not None
+        self._last_fetch, self._asked_until = self._monotonic(), end
+        lo = start - _LOOKBACK
+        if self._signal is not None and not self._signal.values.empty:
+            lo = min(lo, self._signal.start)
+        try:
+            fresh = self.source.history(self.zone, lo, end)
+        except Exception as exc:  # a failing provider must not stop the job; the fallback is reported
+            log.warning("intensity for %s unavailable between %s and %s: %s", self.zone, lo, end, exc)
+            return
+        self._signal = fresh
+
+    def between(self, start: datetime, end: datetime) -> IntensityValue:
+        lo, hi = require_utc(start, "start"), require_utc(end, "end")
+        if self.source is None or self.zone is None:
+            return IntensityValue(
+                WORLD_AVERAGE_INTENSITY, WORLD_AVERAGE_SOURCE, SignalKind.AVERAGE.value, FALLBACK_NO_SOURCE
+            )
+        value, coverage = self._from_cache(lo, hi)
+        if coverage < 1.0 and self._may_fetch(hi):
+            self._fetch(lo, hi)
+            value, coverage = self._from_cache(lo, hi)
+        if value is not None and self._signal is not None:
+            found = IntensityValue(
+                value,
+                self._signal.source,
+                self._signal.kind.value,
+                None if coverage >= 0.999 else FALLBACK_PARTIAL,
+            )
+            self._last_known = found
+            return found
+        if self._last_known is not None:
+            return IntensityValue(
+                self._last_known.value, self._last_known.source, self._last_known.kind, FALLBACK_LAST_KNOWN
+            )
+        return IntensityValue(
+            WORLD_AVERAGE_INTENSITY, WORLD_AVERAGE_SOURCE, SignalKind.AVERAGE.value, FALLBACK_NO_DATA
+        )
+
+    def _may_fetch(self, end: pd.Timestamp) -> bool:
+        """Refetch at most every `refetch_seconds`, unless a period has begun that was never asked for."""
+        if self._last_fetch is None or self._monotonic() - self._last_fetch >= self.refetch_seconds:
+            return True
+        step = self._signal.resolution if self._signal is not None else pd.Timedelta(hours=1)
+        return self._asked_until is not None and end > self._asked_until.floor(step) + step
+
+    def _from_cache(self, start: pd.Timestamp, end: pd.Timestamp) -> tuple[float | None, float]:
+        if self._signal is None or self._signal.values.empty:
+            return None, 0.0
+        return mean_over(self._signal, start, end)
+
+
+@dataclass(frozen=True)
+class LedgerInterval:
+    """Energy used in [start, end), the intensity then, and its run-immediately twin."""
+
+    start: pd.Timestamp
+    end: pd.Timestamp
+    joules: dict[str, float]
+    power_sources: dict[str, str]
+    intensity: float
+    intensity_source: str
+    kind: str
+    run_now_start: pd.Timestamp
+    run_now_end: pd.Timestamp
+    run_now_intensity: float
+    fallbacks: tuple[str, ...] = ()
+    label: str | None = None
+
+    @property
+    def kwh(self) -> float:
+        return sum(self.joules.values()) / JOULES_PER_KWH
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "type": "interval",
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "joules": dict(self.joules),
+            "power_sources": dict(self.power_sources),
+            "intensity": self.intensity,
+            "intensity_source": self.intensity_source,
+            "kind": self.kind,
+            "run_now_start": self.run_now_start.isoformat(),
+            "run_now_end": self.run_now_end.isoformat(),
+            "run_now_intensity": self.run_now_intensity,
+            "fallbacks": list(self.fallbacks),
+            "label": self.label,
+        }
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> LedgerInterval:
+        return cls(
+            start=parse_utc(rec["start"], "start"),
+            end=parse_utc(rec["end"], "end"),
+            joules={k: float(v) for k, v in rec["joules"].items()},
+            power_sources=dict(rec["power_sources"]),
+            intensity=float(rec["intensity"]),
+            intensity_source=str(rec["intensity_source"]),
+            kind=str(rec["kind"]),
+            run_now_start=parse_utc(rec["run_now_start"], "run_now_start"),
+            run_now_end=parse_utc(rec["run_now_end"], "run_now_end"),
+            run_now_intensity=float(rec["run_now_intensity"]),
+            fallbacks=tuple(rec.get("fallbacks", ())),
+            label=rec.get("label"),
+        )
+
+
+@dataclass
+class PauseRecord:
+    """A pause of the run; `end` is None while it lasts."""
+
+    start: pd.Timestamp
+    until: pd.Timestamp | None
+    reason: str
+    end: pd.Timestamp | None = None
+
+    @property
+    def seconds(self) -> float:
+        return 0.0 if self.end is None else max(0.0, (self.end - self.start).total_seconds())
+
+
+@dataclass(frozen=True)
+class EmissionsReport:
+    """What a run cost and saved; JSON-able through `to_dict`."""
+
+    zone: str | None
+    kind: str | None
+    pue: float
+    energy_kwh: float
+    energy_kwh_with_pue: float
+    emissions_g: float
+    avg_intensity: float | None
+    run_now_emissions_g: float
+    avoided_g: float
+    active_seconds: float
+    paused_seconds: float
+    pauses: int
+    intensity_sources: list[str]
+    power_sources: list[str]
+    energy_kwh_by_device: dict[str, float]
+    submitted_at: pd.Timestamp
+    started_at: pd.Timestamp | None
+    finished_at: pd.Timestamp | None
+    intervals: int
+    fallbacks: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        def iso(ts: pd.Timestamp | None) -> str | None:
+            return None if ts is None else ts.isoformat()
+
+        return {
+            "zone": self.zone,
+            "kind": self.kind,
+            "unit": UNIT,
+            "pue": self.pue,
+            "energy_kwh": self.energy_kwh,
+            "energy_kwh_with_pue": self.energy_kwh_with_pue,
+            "emissions_g": self.emissions_g,
+            "avg_intensity": self.avg_intensity,
+            "run_now_emissions_g": self.run_now_emissions_g,
+            "avoided_g": self.avoided_g,
+            "active_seconds": self.active_seconds,
+            "paused_seconds": self.paused_seconds,
+            "pauses": self.pauses,
+            "intensity_sources": list(self.intensity_sources),
+            "power_sources": list(self.power_sources),
+            "energy_kwh_by_device": dict(self.energy_kwh_by_device),
+            "submitted_at": iso(self.submitted_at),
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "intervals": self.intervals,
+            "fallbacks": list(self.fallbacks),
+        }
+
+
+class EmissionsLedger:
+    """Intervals of energy with their intensities, pauses, and fallback notes, for one training job."""
+
+    def __init__(
+        self,
+        *,
+        zone: str | None,
+        submitted_at: datetime,
+        pue: float = 1.0,
+        lookup: IntensityLookup | None = None,
+        jsonl_path: str | Path | None = None,
+    ) -> None:
+        if not 1.0 <= pue <= 5.0:
+            raise InvalidInputError(
+                f"pue={pue} is not a plausible power usage effectiveness; use a value in [1, 5]"
+            )
+        self.zone = zone
+        self.pue = pue
+        self.submitted_at = require_utc(submitted_at, "submitted_at")
+        self.lookup = lookup if lookup is not None else IntensityLookup(None, zone)
+        self.intervals: list[LedgerInterval] = []
+        self.pauses: list[PauseRecord] = []
+        self.notes: list[str] = []
+        self.jsonl_path = None if jsonl_path is None else Path(jsonl_path)
+
+    # --- recording -----------------------------------------------------------------------------------------
+    @property
+    def active_seconds(self) -> float:
+        return sum((i.end - i.start).total_seconds() for i in self.intervals)
+
+    def add_energy(
+        self,
+        start: datetime,
+        end: datetime,
+        joules: dict[str, float],
+        power_sources: dict[str, str],
+        *,
+        label: str | None = None,
+    ) -> LedgerInterval:
+        """Record energy used in [start, end); looks up its intensity and that of its run-now twin."""
+        lo, hi = require_utc(start, "start"), require_utc(end, "end")
+        if hi < lo:
+            raise InvalidInputError(f"interval end={hi.isoformat()} is before start={lo.isoformat()}")
+        twin_start = self.submitted_at + pd.Timedelta(seconds=self.active_seconds)
+        twin_end = twin_start + (hi - lo)
+        actual = self.lookup.between(lo, hi)
+        twin = self.lookup.between(twin_start, twin_end)
+        fallbacks = tuple(dict.fromkeys(r for r in (actual.fallback, twin.fallback) if r))
+        interval = LedgerInterval(
+            lo, hi, dict(joules), dict(power_sources), actual.value, actual.source, actual.kind,
+            twin_start, twin_end, twin.value, fallbacks, label,
+        )  # fmt: skip
+        self.intervals.append(interval)
+        self._append(interval.to_record())
+        return interval
+
+    def begin_pause(self, at: datetime, until: datetime | None, reason: str) -> None:
+        pause = PauseRecord(
+            require_utc(at, "at"), None if until is None else require_utc(until, "until"), reason
+        )
+        self.pauses.append(pause)
+        self._append(_pause_record(pause))
+
+    def end_pause(self, at: datetime) -> None:
+        """Close the open pause (if any) when the run resumes."""
+        if self.pauses and self.pauses[-1].end is None:
+            self.pauses[-1].end = max(require_utc(at, "at"), self.pauses[-1].start)
+            self._append({"type": "resume", "at": self.pauses[-1].end.isoformat()})
+
+    def note(self, reason: str) -> None:
+        """Record a fallback decided outside the ledger (e.g. a strategy running without data)."""
+        self.notes.append(reason)
+        self._append({"type": "note", "reason": reason})
+
+    # --- output --------------------------------------------------------------------------------------------
+    def report(self) -> EmissionsReport:
+        return summarize(self.zone, self.pue, self.submitted_at, self.intervals, self.pauses, self.notes)
+
+    def to_records(self) -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = [
+            {"type": "header", "version": 1, "zone": self.zone, "pue": self.pue,
+             "submitted_at": self.submitted_at.isoformat(), "unit": UNIT},
+        ]  # fmt: skip
+        events: list[tuple[pd.Timestamp, int, list[dict[str, Any]]]] = []
+        events += [(i.start, 1, [i.to_record()]) for i in self.intervals]
+        for p in self.pauses:
+            rec = [_pause_record(p)] + (
+                [{"type": "resume", "at": p.end.isoformat()}] if p.end is not None else []
+            )
+            events.append((p.start, 0, rec))
+        for _, _, recs in sorted(events, key=lambda e: (e[0], e[1])):
+            records += recs
+        records += [{"type": "note", "reason": n} for n in self.notes]
+        return records
+
+    @classmethod
+    def from_records(
+        cls,
+        records: Iterable[dict[str, Any]],
+        *,
+        lookup: IntensityLookup | None = None,
+        jsonl_path: str | Path | None = None,
+    ) -> EmissionsLedger:
+        rows = list(records)
+        if not rows or rows[0].get("type") != "header":
+            raise TraceError("an emissions ledger must start with its header record")
+        head = rows[0]
+        ledger = cls(
+            zone=head["zone"], submitted_at=parse_utc(head["submitted_at"], "submitted_at"), pue=float(head["pue"]),
+            lookup=lookup, jsonl_path=jsonl_path,
+        )  # fmt: skip
+        for rec in rows[1:]:
+            kind = rec.get("type")
+            if kind == "interval":
+                ledger.intervals.append(LedgerInterval.from_record(rec))
+            elif kind == "pause":
+                until = rec.get("until")
+                ledger.pauses.append(
+                    PauseRecord(parse_utc(rec["start"]), parse_utc(until) if until else None, rec["reason"])
+                )
+            elif kind == "resume" and ledger.pauses:
+                ledger.pauses[-1].end = parse_utc(rec["at"])
+            elif kind == "note":
+                ledger.notes.append(str(rec["reason"]))
+            else:
+                raise TraceError(
+                    f"unknown emissions ledger record type {kind!r}; expected interval, pause, resume or note"
+                )
+        return ledger
+
+    def write_jsonl(self, path: str | Path | None = None) -> Path:
+        """Write the whole timeline atomically (temp file + rename); later records are appended to it."""
+        target = Path(path) if path is not None else self.jsonl_path
+        if target is None:
+            raise InvalidInputError("write_jsonl needs a path (the ledger has no jsonl_path)")
+        text = "".join(json.dumps(r) + "\n" for r in self.to_records())
+        atomic_write_text(target, text)
+        return target
+
+    def _append(self, record: dict[str, Any]) -> None:
+        if self.jsonl_path is not None and self.jsonl_path.exists():
+            with self.jsonl_path.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+
+def read_jsonl(path: str | Path) -> EmissionsLedger:
+    """Load a ledger from its JSONL timeline (to recompute the report later)."""
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise TraceError(f"cannot read emissions timeline {p}: {exc}") from exc
+    records = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            if n == len(lines):  # a process killed mid-append leaves at most a torn last line
+                log.warning("%s: ignored a torn last line", p)
+                break
+            raise TraceError(f"{p}, line {n}: not JSON ({exc})") from exc
+    return EmissionsLedger.from_records(records)
+
+
+def summarize(
+    zone: str | None,
+    pue: float,
+    submitted_at: pd.Timestamp,
+    intervals: list[LedgerInterval],
+    pauses: list[PauseRecord],
+    notes: list[str],
+) -> EmissionsReport:
+    """The report, from the records alone: sum of energy_i x PUE x intensity_i over intervals."""
+    energy_kwh = sum(i.kwh for i in intervals)
+    emissions = sum(i.kwh * pue * i.intensity for i in intervals)
+    run_now = sum(i.kwh * pue * i.run_now_intensity for i in intervals)
+    by_device: dict[str, float] = {}
+    for i in intervals:
+        for device, joules in i.joules.items():
+            by_device[device] = by_device.get(device, 0.0) + joules / JOULES_PER_KWH
+    reasons: Counter[str] = Counter(r for i in intervals for r in i.fallbacks)
+    reasons.update(notes)
+    kinds = sorted({i.kind for i in intervals})
+    return EmissionsReport(
+        zone=zone,
+        kind=kinds[0] if len(kinds) == 1 else ("+".join(kinds) or None),
+        pue=pue,
+        energy_kwh=energy_kwh,
+        energy_kwh_with_pue=energy_kwh * pue,
+        emissions_g=emissions,
+        avg_intensity=emissions / (energy_kwh * pue) if energy_kwh > 0 else None,
+        run_now_emissions_g=run_now,
+        avoided_g=run_now - emissions,
+        active_seconds=sum((i.end - i.start).total_seconds() for i in intervals),
+        paused_seconds=sum(p.seconds for p in pauses),
+        pauses=len(pauses),
+        intensity_sources=sorted({i.intensity_source for i in intervals}),
+        power_sources=sorted({s for i in intervals for s in i.power_sources.values()}),
+        energy_kwh_by_device=by_device,
+        submitted_at=submitted_at,
+        started_at=intervals[0].start if intervals else None,
+        finished_at=intervals[-1].end if intervals else None,
+        intervals=len(intervals),
+        fallbacks=[f"{reason} ({count}x)" for reason, count in reasons.items()],
+    )
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write a file so that readers see the old or the new content, never a torn one (temp file + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
+
+
+def _pause_record(p: PauseRecord) -> dict[str, Any]:
+    return {
+        "type": "pause",
+        "start": p.start.isoformat(),
+        "until": None if p.until is None else p.until.isoformat(),
+        "reason": p.reason,
+    }

@@ -1,0 +1,435 @@
+"""The carbon-aware PyTorch training loop: steps, energy windows, cheap strategy checks, pause by checkpoint.
+
+Between steps the runner asks a cached decision (refreshed at most every `decision_refresh_seconds`). On a
+pause it checkpoints everything a bitwise-identical continuation needs (model, optimizer, scheduler, grad
+scaler, every RNG, the epoch's starting RNG so the loader's shuffle can be replayed, the position in the
+epoch, the emissions ledger) and returns "paused until" instead of blocking a worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from carbon_sensors.decision import Action, Decision, Strategy
+from carbon_sensors.emissions import EmissionsLedger, IntensityLookup, read_jsonl
+from carbon_sensors.errors import CheckpointError, InvalidInputError
+from carbon_sensors.power.monitor import PowerMonitor
+from carbon_sensors.providers.base import IntensitySource
+from carbon_sensors.timeutil import require_utc, utcnow
+from carbon_sensors.training.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from carbon_sensors.training.job import TrainingJob, TrainingResult
+
+log = logging.getLogger(__name__)
+
+TIMELINE_NAME = "emissions.jsonl"
+
+
+class TrainingRunner:
+    """Run a `TrainingJob` carbon-aware; one runner per attempt (a stopped runner stays stopped)."""
+
+    def __init__(
+        self,
+        job: TrainingJob,
+        *,
+        checkpoint_dir: str | Path,
+        strategy: Strategy | None = None,
+        zone: str | None = None,
+        intensity_source: IntensitySource | None = None,
+        deadline: datetime | None = None,
+        clock: Callable[[], pd.Timestamp] | None = None,
+        checkpoint_every_steps: int | None = None,
+        decision_refresh_seconds: float = 30.0,
+        pue: float = 1.0,
+        monitor: PowerMonitor | None = None,
+        estimated_step_seconds: float | None = None,
+        measure_every_seconds: float = 10.0,
+        wait_poll_seconds: float = 1.0,
+        keep_checkpoints: int = 2,
+    ) -> None:
+        for name, value in (("decision_refresh_seconds", decision_refresh_seconds),
+                            ("measure_every_seconds", measure_every_seconds)):  # fmt: skip
+            if value < 0:
+                raise InvalidInputError(f"{name}={value} must be zero or a positive number of seconds")
+        if checkpoint_every_steps is not None and checkpoint_every_steps < 1:
+            raise InvalidInputError(
+                f"checkpoint_every_steps={checkpoint_every_steps} must be at least 1 (or None)"
+            )
+        if estimated_step_seconds is not None and not estimated_step_seconds > 0:
+            raise InvalidInputError(
+                f"estimated_step_seconds={estimated_step_seconds} must be positive (or None)"
+            )
+        if not wait_poll_seconds > 0 or keep_checkpoints < 1:
+            raise InvalidInputError(
+                f"wait_poll_seconds={wait_poll_seconds} must be positive and keep_checkpoints={keep_checkpoints} >= 1"
+            )
+        self.job = job
+        self.checkpoint_dir = Path(checkpoint_dir)
+        self.strategy = strategy
+        self.zone = zone
+        self.deadline = None if deadline is None else require_utc(deadline, "deadline")
+        self.clock: Callable[[], pd.Timestamp] = clock if clock is not None else utcnow
+        self.checkpoint_every_steps = checkpoint_every_steps
+        self.decision_refresh_seconds = decision_refresh_seconds
+        self.pue = pue
+        self.measure_every_seconds = measure_every_seconds
+        self.wait_poll_seconds = wait_poll_seconds
+        self.keep_checkpoints = keep_checkpoints
+        self._monitor = monitor
+        self._lookup = IntensityLookup(intensity_source, zone)
+        self._stop = threading.Event()
+        # progress
+        self.epoch = 0
+        self.step_in_epoch = 0
+        self.steps_done = 0
+        self.step_seconds = estimated_step_seconds  # clock seconds per step (replay-aware), measured as we go
+        self.epochs: list[dict[str, Any]] = []
+        self._epoch_rng: dict[str, Any] | None = None
+        self._last_loss: torch.Tensor | None = None
+        self._decision: Decision | None = None
+        self._deadline_forced_run: Decision | None = None
+        self.ledger: EmissionsLedger | None = None
+        # the open energy window
+        self._key = f"runner-{id(self)}"
+        self._window_clock = pd.Timestamp(0, tz="UTC")
+        self._window_mono = 0.0
+        self._window_steps = 0
+        self._epoch_energy = {
+            "joules": 0.0,
+            "seconds": 0.0,
+        }  # summed over the epoch's windows, across resumes
+
+    # --- public --------------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask `run()` to checkpoint and return "stopped" after the current step (thread-safe; for on_kill)."""
+        self._stop.set()
+
+    @property
+    def timeline_path(self) -> Path:
+        return self.checkpoint_dir / TIMELINE_NAME
+
+    def run(self, resume_from: str | Path | None = None, *, wait_in_process: bool = False) -> TrainingResult:
+        """Train until done, paused, or stopped; `resume_from` is a checkpoint file or folder."""
+        monitor = self._monitor if self._monitor is not None else PowerMonitor()
+        try:
+            if resume_from is not None:
+                self._restore(resume_from)
+            else:
+                self.ledger = EmissionsLedger(
+                    zone=self.zone,
+                    submitted_at=self.clock(),
+                    pue=self.pue,
+                    lookup=self._lookup,
+                    jsonl_path=self.timeline_path,
+                )
+                self.ledger.write_jsonl()
+            return self._loop(monitor, wait_in_process)
+        finally:
+            if self._monitor is None:
+                monitor.close()
+
+    # --- the loop ------------------------------------------------------------------------------------------
+    def _loop(self, monitor: PowerMonitor, wait_in_process: bool) -> TrainingResult:
+        job = self.job
+        job.model.train()
+        total = job.total_steps()
+        per_epoch = job.steps_per_epoch()
+        next_decision = time.monotonic() if self.step_seconds is not None else float("inf")
+        self._open_window(monitor)
+        iterator: Iterator[Any] | None = None
+        while self.epoch < job.epochs and (job.max_steps is None or self.steps_done < job.max_steps):
+            if self._stop.is_set():
+                return self._finish(monitor, "stopped", None)
+            now_mono = time.monotonic()
+            if now_mono >= next_decision:
+                decision = self._decide(total)
+                next_decision = now_mono + self.decision_refresh_seconds
+                if decision.action is not Action.RUN:
+                    assert decision.until is not None
+                    if not wait_in_process:
+                        return self._finish(monitor, "paused", decision)
+                    if not self._wait(monitor, decision):
+                        return self._finish(monitor, "stopped", None)
+                    next_decision = time.monotonic()
+                    continue
+            if iterator is None:
+                iterator = self._open_epoch(monitor)
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                self._end_epoch(monitor)
+                iterator = None
+                continue
+            self._train_step(batch)
+            self.steps_done += 1
+            self.step_in_epoch += 1
+            self._window_steps += 1
+            if self.step_seconds is None:  # a first estimate of remaining work, so the strategy can be asked
+                elapsed = (self.clock() - self._window_clock).total_seconds()
+                self.step_seconds = max(1e-6, elapsed / self._window_steps)
+            if per_epoch is not None and self.step_in_epoch >= per_epoch:
+                self._end_epoch(monitor)  # eagerly, so a pause here never replays a whole epoch on resume
+                iterator = None
+            elif time.monotonic() - self._window_mono >= self.measure_every_seconds:
+                self._close_window(monitor)
+                self._open_window(monitor)
+            if next_decision == float("inf") and self.step_seconds is not None:
+                next_decision = time.monotonic()
+            if self.checkpoint_every_steps and self.steps_done % self.checkpoint_every_steps == 0:
+                self._close_window(monitor)  # so the checkpoint's ledger holds all energy up to this step
+                self._open_window(monitor)
+                self._checkpoint()
+        return self._finish(monitor, "completed", None)
+
+    def _train_step(self, batch: Any) -> None:
+        job = self.job
+        job.optimizer.zero_grad(set_to_none=True)
+        loss = job.loss(batch)
+        if job.grad_scaler is not None:
+            job.grad_scaler.scale(loss).backward()
+            job.grad_scaler.step(job.optimizer)
+            job.grad_scaler.update()
+        else:
+            loss.backward()  # type: ignore[no-untyped-call]
+            job.optimizer.step()
+        if job.scheduler is not None and job.scheduler_interval == "step":
+            job.scheduler.step()
+        self._last_loss = loss.detach()
+
+    # --- epochs and the data-loader position ---------------------------------------------------------------
+    def _generators(self) -> list[torch.Generator]:
+        """The loader's own RNGs (DataLoader(generator=...), a sampler's generator), which shuffles draw from."""
+        found: list[torch.Generator] = []
+        for owner in (self.job.data_loader, getattr(self.job.data_loader, "sampler", None)):
+            gen = getattr(owner, "generator", None)
+            if isinstance(gen, torch.Generator) and all(gen is not g for g in found):
+                found.append(gen)
+        return found
+
+    def _open_epoch(self, monitor: PowerMonitor) -> Iterator[Any]:
+        loader, gens = self.job.data_loader, self._generators()
+        if self.step_in_epoch == 0:
+            self._epoch_rng = capture_rng(gens)
+            self._set_sampler_epoch()
+            self._epoch_energy = {"joules": 0.0, "seconds": 0.0}
+            return iter(loader)
+        # Resuming mid-epoch: replay the epoch's start so the loader draws the same order, skip what was done,
+        # then put back the RNG state of the moment the checkpoint was taken.
+        if self._epoch_rng is None:
+            raise CheckpointError("the checkpoint is mid-epoch but has no epoch-start RNG state")
+        now_rng = capture_rng(gens)
+        restore_rng(self._epoch_rng, gens)
+        self._set_sampler_epoch()
+        iterator = iter(loader)
+        for done in range(self.step_in_epoch):
+            try:
+                next(iterator)
+            except StopIteration:
+                raise CheckpointError(
+                    f"the data loader ended after {done} batches but the checkpoint is at batch "
+                    f"{self.step_in_epoch} of epoch {self.epoch}: resume with the same data"
+                ) from None
+        restore_rng(now_rng, gens)
+        return iterator
+
+    def _set_sampler_epoch(self) -> None:
+        """Distributed samplers reshuffle per epoch only when told the epoch."""
+        set_epoch = getattr(getattr(self.job.data_loader, "sampler", None), "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(self.epoch)
+
+    def _end_epoch(self, monitor: PowerMonitor) -> None:
+        self._close_window(monitor, label=f"epoch {self.epoch}")
+        self.epochs.append(
+            {
+                "epoch": self.epoch,
+                "steps": self.step_in_epoch,
+                **self._epoch_energy,
+                "loss": self._loss_value(),
+            }
+        )
+        if self.job.scheduler is not None and self.job.scheduler_interval == "epoch":
+            self.job.scheduler.step()
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self._open_window(monitor)
+
+    # --- energy windows ------------------------------------------------------------------------------------
+    def _open_window(self, monitor: PowerMonitor) -> None:
+        monitor.begin_window(f"{self._key}:interval")
+        self._window_clock = self.clock()
+        self._window_mono = time.monotonic()
+        self._window_steps = 0
+
+    def _close_window(self, monitor: PowerMonitor, label: str | None = None) -> None:
+        assert self.ledger is not None
+        measured = monitor.end_window(f"{self._key}:interval")
+        end = self.clock()
+        if self._window_steps:
+            per_step = (end - self._window_clock).total_seconds() / self._window_steps
+            if per_step > 0:
+                self.step_seconds = (
+                    per_step if self.step_seconds is None else 0.7 * self.step_seconds + 0.3 * per_step
+                )
+        self.ledger.add_energy(self._window_clock, end, measured.joules, measured.sources, label=label)
+        self._epoch_energy["joules"] += measured.total_joules
+        self._epoch_energy["seconds"] += measured.seconds
+
+    def _loss_value(self) -> float | None:
+        return None if self._last_loss is None else float(self._last_loss.float().item())
+
+    # --- decisions -----------------------------------------------------------------------------------------
+    def _remaining_work(self, total: int | None) -> timedelta:
+        if total is None or self.step_seconds is None:
+            return timedelta(0)
+        return timedelta(seconds=max(0, total - self.steps_done) * self.step_seconds)
+
+    def _decide(self, total: int | None) -> Decision:
+        assert self.ledger is not None
+        if self.strategy is None:
+            return Decision.run("no strategy: run")
+        if self._deadline_forced_run is not None:
+            return self._deadline_forced_run  # once the deadline forced a run, it runs to the end
+        now = self.clock()
+        remaining = self._remaining_work(total)
+        decision = self.strategy.decide(now, remaining_work=remaining, deadline=self.deadline)
+        if decision.action is not Action.RUN and self.deadline is not None:
+            decision = _guard_deadline(decision, now, self.deadline - remaining)
+            if decision.action is Action.RUN:
+                self._deadline_forced_run = decision
+        if decision.fallback and (self._decision is None or self._decision.reason != decision.reason):
+            self.ledger.note(f"strategy fallback: {decision.reason}")
+        self._decision = decision
+        return decision
+
+    def _wait(self, monitor: PowerMonitor, decision: Decision) -> bool:
+        """Sleep in-process until `decision.until`; False when stopped meanwhile."""
+        assert self.ledger is not None and decision.until is not None
+        self._close_window(monitor)
+        self.ledger.begin_pause(self.clock(), decision.until, decision.reason)
+        log.info("pausing in-process until %s: %s", decision.until.isoformat(), decision.reason)
+        while (left := (decision.until - self.clock()).total_seconds()) > 0:
+            if self._stop.wait(min(self.wait_poll_seconds, left)):
+                break
+        self.ledger.end_pause(self.clock())
+        self._open_window(monitor)
+        return not self._stop.is_set()
+
+    # --- checkpoints ---------------------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        assert self.ledger is not None
+        job = self.job
+        return {
+            "format": 1,
+            "model": job.model.state_dict(),
+            "optimizer": job.optimizer.state_dict(),
+            "scheduler": None if job.scheduler is None else job.scheduler.state_dict(),
+            "grad_scaler": None if job.grad_scaler is None else job.grad_scaler.state_dict(),
+            "rng": capture_rng(self._generators()),
+            "epoch_rng": self._epoch_rng,
+            "progress": {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "steps_done": self.steps_done,
+                         "step_seconds": self.step_seconds, "epoch_energy": dict(self._epoch_energy)},
+            "epochs": list(self.epochs),
+            "ledger": self.ledger.to_records(),
+        }  # fmt: skip
+
+    def _checkpoint(self) -> Path:
+        return save_checkpoint(
+            self.checkpoint_dir, self._state(), step=self.steps_done, keep_last=self.keep_checkpoints
+        )
+
+    def _restore(self, resume_from: str | Path) -> None:
+        file, state = load_checkpoint(resume_from)
+        job = self.job
+        job.model.load_state_dict(state["model"])
+        job.optimizer.load_state_dict(state["optimizer"])
+        for name, obj in (("scheduler", job.scheduler), ("grad_scaler", job.grad_scaler)):
+            if (obj is None) != (state[name] is None):
+                raise CheckpointError(
+                    f"{file}: the job and the checkpoint disagree on whether there is a {name}"
+                )
+            if obj is not None:
+                obj.load_state_dict(state[name])
+        progress = state["progress"]
+        self.epoch, self.step_in_epoch = int(progress["epoch"]), int(progress["step_in_epoch"])
+        self.steps_done = int(progress["steps_done"])
+        if progress["step_seconds"] is not None:
+            self.step_seconds = float(progress["step_seconds"])
+        self.epochs = list(state["epochs"])
+        self._epoch_energy = {k: float(v) for k, v in progress["epoch_energy"].items()}
+        self._epoch_rng = state["epoch_rng"]
+        restore_rng(state["rng"], self._generators())
+        ledger = EmissionsLedger.from_records(
+            state["ledger"], lookup=self._lookup, jsonl_path=self.timeline_path
+        )
+        if ledger.pue != self.pue:
+            raise InvalidInputError(
+                f"pue={self.pue} differs from the checkpoint's pue={ledger.pue}; resume with the same PUE"
+            )
+        self._keep_lost_intervals(ledger)
+        ledger.end_pause(self.clock())
+        ledger.write_jsonl()
+        self.ledger = ledger
+        log.info("resumed from %s at epoch %d, step %d", file, self.epoch, self.steps_done)
+
+    def _keep_lost_intervals(self, ledger: EmissionsLedger) -> None:
+        """Energy spent after the checkpoint by a run that then died was still spent: keep it in the ledger."""
+        if not self.timeline_path.is_file():
+            return
+        try:
+            written = read_jsonl(self.timeline_path)
+        except Exception as exc:  # an unreadable old timeline must not block the resume
+            log.warning("ignored the previous emissions timeline %s: %s", self.timeline_path, exc)
+            return
+        known = {(i.start, i.end) for i in ledger.intervals}
+        last_end = ledger.intervals[-1].end if ledger.intervals else ledger.submitted_at
+        lost = [i for i in written.intervals if (i.start, i.end) not in known and i.start >= last_end]
+        if lost:
+            ledger.intervals.extend(lost)
+            ledger.notes.append(
+                f"{len(lost)} interval(s) measured after the last checkpoint were re-run after a crash"
+            )
+
+    def _finish(self, monitor: PowerMonitor, status: str, decision: Decision | None) -> TrainingResult:
+        assert self.ledger is not None
+        self._close_window(monitor)
+        if status == "paused" and decision is not None:
+            self.ledger.begin_pause(self.clock(), decision.until, decision.reason)
+        path = self._checkpoint()
+        return TrainingResult(
+            status=status,
+            paused_until=decision.until if decision is not None else None,
+            checkpoint_path=str(path),
+            steps_done=self.steps_done,
+            epoch=self.epoch,
+            report=self.ledger.report(),
+            decision=decision if decision is not None else self._decision,
+            timeline_path=str(self.timeline_path),
+            last_loss=self._loss_value(),
+            epochs=list(self.epochs),
+            power_notes=monitor.notes(),
+        )
+
+
+def _guard_deadline(decision: Decision, now: pd.Timestamp, latest_start: pd.Timestamp) -> Decision:
+    """Deadlines are sacred: never hold past the latest start that still finishes by the deadline."""
+    assert decision.until is not None
+    if now >= latest_start:
+        return Decision.run(
+            f"deadline guard: running now to finish by the deadline (the strategy said: {decision.reason})",
+            intensity=decision.intensity, source=decision.source, fallback=decision.fallback,
+        )  # fmt: skip
+    if decision.until > latest_start:
+        return Decision(
+            decision.action, f"{decision.reason}; held only until {latest_start.isoformat()} to meet the deadline",
+            until=latest_start, intensity=decision.intensity, source=decision.source, fallback=decision.fallback,
+        )  # fmt: skip
+    return decision
