@@ -7,10 +7,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from carbon_sensors.cli import data, live
+from carbon_sensors.cli import data, live, planning
 from carbon_sensors.errors import CarbonAwareError
 
-COMMAND_GROUPS = (data, live)
+COMMAND_GROUPS = (data, live, planning)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +47,13 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def plot_signal(signal: IntensitySignal, path: str | Path, title: str | None = None) -> Path:
-    """Draw the signal (and its prediction interval, if any) to a PNG file."""
+def plot_signal(
+    signal: IntensitySignal,
+    path: str | Path,
+    title: str | None = None,
+    windows: Sequence[tuple[datetime, datetime]] = (),
+) -> Path:
+    """Draw the signal (and its prediction interval, if any, and any chosen run windows) to a PNG file."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -63,6 +70,10 @@ def plot_signal(signal: IntensitySignal, path: str | Path, title: str | None = N
             alpha=0.25,
             label="prediction interval",
         )
+    for i, (begin, end) in enumerate(windows):
+        label = "chosen window" if i == 0 else None
+        # matplotlib converts datetimes on a date axis; its stubs only declare floats
+        ax.axvspan(begin, end, color="tab:green", alpha=0.2, label=label)  # type: ignore[arg-type]
     ax.set_ylabel(f"{signal.kind.value} intensity ({UNIT})")
     ax.set_xlabel("time (UTC)")
     ax.set_title(title or signal.label)

@@ -1,0 +1,146 @@
+"""`plan` and `backtest`: when to run a job, and how much each policy saves on recorded data."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from carbon_sensors import embedded
+from carbon_sensors.backtest import POLICIES, BacktestConfig, Trace, run_backtest
+from carbon_sensors.cli.output import plot_signal, print_json, print_table
+from carbon_sensors.forecast.combine import provider_then_model
+from carbon_sensors.forecast.model import CalendarLagForecaster
+from carbon_sensors.planner import Plan, plan_slots, plan_window
+from carbon_sensors.providers.trace import TraceProvider
+from carbon_sensors.signal import IntensitySignal
+from carbon_sensors.timeutil import parse_duration, parse_utc
+from carbon_sensors.traces import read_trace
+
+
+def register(commands: Any, common: argparse.ArgumentParser) -> None:
+    plan = commands.add_parser(
+        "plan", parents=[common], help="the best time to run a job that must finish by a deadline"
+    )
+    plan.add_argument("--zone", required=True, help="grid zone, e.g. DE (see `zones`)")
+    plan.add_argument("--duration", required=True, help="job length, e.g. 3h or 90min")
+    plan.add_argument(
+        "--deadline", required=True, help="finish-by time, ISO 8601 with zone, e.g. 2023-06-02T06:00Z"
+    )
+    plan.add_argument(
+        "--now", help="plan as of this time (default: 24 h before the deadline on recorded data), ISO 8601"
+    )
+    plan.add_argument("--interruptible", action="store_true", help="the job may pause and resume")
+    plan.add_argument("--min-chunk", default="1h", help="shortest run of an interruptible job (default 1h)")
+    plan.add_argument(
+        "--history-days", type=float, default=56, help="history our model is fitted on (default 56)"
+    )
+    plan.add_argument("--trace", help="read this trace file instead of the embedded data")
+    output = plan.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print JSON")
+    output.add_argument("--plot", metavar="PNG", help="draw forecast, interval and chosen window to this PNG")
+    plan.set_defaults(handler=run_plan)
+
+    backtest = commands.add_parser(
+        "backtest",
+        parents=[common],
+        help="savings of run_now, threshold, plan_once, ours and oracle on traces",
+    )
+    backtest.add_argument("--zone", action="append", default=[], help="embedded zone (repeatable)")
+    backtest.add_argument("--trace", action="append", default=[], help="trace file (repeatable)")
+    backtest.add_argument("--dataset", choices=embedded.DATASETS, help="embedded dataset for --zone")
+    backtest.add_argument("--jobs", type=int, default=400, help="jobs per trace (default 400)")
+    backtest.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    backtest.add_argument(
+        "--forecast-mape",
+        type=float,
+        help="give plan_once and ours a synthetic provider forecast of this 24 h MAPE",
+    )
+    backtest.add_argument(
+        "--use-trace-forecast",
+        action="store_true",
+        help="use the trace's forecast column as the provider forecast (NESO's is nearly the actual)",
+    )
+    backtest.add_argument("--json", action="store_true", help="print the full JSON report")
+    backtest.set_defaults(handler=run_backtest_command)
+
+
+def _planning_forecast(
+    args: argparse.Namespace, now: pd.Timestamp, deadline: pd.Timestamp
+) -> IntensitySignal:
+    """Our model fitted on history before `now`, behind the source's forecast where the source has one."""
+    if args.trace:
+        provider = TraceProvider(signals={args.zone: read_trace(args.trace, zone=args.zone)})
+    else:
+        provider = TraceProvider()
+    start = now.floor("h")
+    hours = max(1, int((deadline - start) / pd.Timedelta(hours=1)) + 1)
+    model = CalendarLagForecaster(max_horizon=max(48, hours))
+    model.fit(provider.history(args.zone, start - pd.Timedelta(days=args.history_days), start))
+    return provider_then_model(None, model, start, pd.Timedelta(hours=hours))
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    deadline = parse_utc(args.deadline, "--deadline")
+    duration = parse_duration(args.duration, "--duration")
+    now = parse_utc(args.now, "--now") if args.now else deadline - pd.Timedelta(hours=24)
+    forecast = _planning_forecast(args, now, deadline)
+    plan: Plan
+    if args.interruptible:
+        plan = plan_slots(
+            forecast,
+            duration=duration,
+            deadline=deadline,
+            earliest_start=now,
+            min_chunk=parse_duration(args.min_chunk, "--min-chunk"),
+        )
+    else:
+        plan = plan_window(forecast, duration=duration, deadline=deadline, earliest_start=now)
+    if args.json:
+        print_json(plan.to_dict())
+    elif args.plot:
+        print(f"wrote {plot_signal(forecast, args.plot, title=f'{plan.zone}: plan', windows=plan.slots)}")
+    else:
+        print_table(
+            [plan.to_dict()],
+            ["zone", "start", "end", "expected_intensity", "run_now_intensity", "savings_pct"],
+        )
+        print(f"# {plan.reason}")
+        print(f"# forecast: {plan.forecast_source} ({plan.kind}); slots: {len(plan.slots)}")
+    return 0
+
+
+def run_backtest_command(args: argparse.Namespace) -> int:
+    traces = [Trace(z, embedded.load(z, dataset=args.dataset)) for z in args.zone]
+    if args.use_trace_forecast:
+        traces = [
+            Trace(t.name, t.actual, embedded.load(t.name, dataset=args.dataset, column="forecast"))
+            for t in traces
+        ]
+    for path in args.trace:
+        name = Path(path).name
+        forecast = read_trace(path, zone=name, column="forecast") if args.use_trace_forecast else None
+        traces.append(Trace(name, read_trace(path, zone=name), forecast))
+    config = BacktestConfig(
+        jobs=args.jobs,
+        seed=args.seed,
+        forecast_mape=args.forecast_mape,
+        trace_forecasts=args.use_trace_forecast,
+    )
+    report = run_backtest(traces, config, progress=True)
+    if args.json:
+        print_json(report)
+        return 0
+    rows = []
+    for policy in POLICIES:
+        row: dict[str, Any] = {"policy": policy}
+        for kind, short in (("contiguous", "whole"), ("interruptible", "interr")):
+            row[f"{short}_oracle_fraction"] = report["mean"][policy][kind]["oracle_fraction"]
+            row[f"{short}_savings_pct"] = report["mean"][policy][kind]["savings_pct"]
+        rows.append(row)
+    print(f"# mean over {len(traces)} trace(s); forecast: {report['config']['forecast']}")
+    print_table(rows, list(rows[0]))
+    print(f"# {report['wall_time_s']} s; --json for per-trace figures and forecast error by horizon")
+    return 0

@@ -1,0 +1,245 @@
+"""Strategies for a job that may be held: threshold with hysteresis, adaptive percentile, forecast window.
+
+Each answers `decide(now, remaining_work=..., deadline=...)` with a `Decision`. `now` comes from the caller
+(under replay: the trace time), and each strategy reads the source's recent values with
+`source.history(zone, now - lookback, now)`: the last period that started before `now` is "the current value".
+Deadlines first: when `now + remaining_work` reaches the deadline the answer is RUN, and a hold never lasts
+past the latest start (deadline - remaining_work). A source error gives an explicit fallback decision
+(RUN by default: fail open, visibly; `on_error="pause"` holds for one re-check, still bounded by the deadline).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from carbon_sensors.decision import Decision
+from carbon_sensors.errors import CarbonAwareError, InvalidInputError, NoDataError
+from carbon_sensors.forecast.combine import provider_then_model
+from carbon_sensors.forecast.model import CalendarLagForecaster
+from carbon_sensors.planner import plan_slots
+from carbon_sensors.providers.base import IntensitySource
+from carbon_sensors.signal import IntensitySignal
+from carbon_sensors.timeutil import require_utc
+
+log = logging.getLogger(__name__)
+
+OnError = Literal["run", "pause"]
+SOURCE_ERRORS = (CarbonAwareError, OSError, TimeoutError)
+
+
+class _Base:
+    """Deadline bookkeeping and error fallback shared by every strategy."""
+
+    def __init__(self, source: IntensitySource, zone: str, *, recheck: timedelta, on_error: OnError) -> None:
+        if pd.Timedelta(recheck) <= pd.Timedelta(0):
+            raise InvalidInputError(f"recheck={recheck} must be longer than zero")
+        if on_error not in ("run", "pause"):
+            raise InvalidInputError(f"on_error={on_error!r} must be 'run' or 'pause'")
+        self.source = source
+        self.zone = zone
+        self.recheck = pd.Timedelta(recheck)
+        self.on_error: OnError = on_error
+
+    def decide(
+        self, now: pd.Timestamp, *, remaining_work: timedelta, deadline: pd.Timestamp | None
+    ) -> Decision:
+        moment = require_utc(now, "now")
+        work = pd.Timedelta(remaining_work)
+        if work < pd.Timedelta(0):
+            raise InvalidInputError(f"remaining_work={remaining_work} must not be negative")
+        latest = None if deadline is None else require_utc(deadline, "deadline") - work
+        if latest is not None and moment >= latest:
+            return Decision.run(
+                f"deadline: {work} of work left and the deadline is {latest + work:%Y-%m-%dT%H:%MZ}; running regardless"
+            )
+        try:
+            return self._decide(moment, work, latest)
+        except SOURCE_ERRORS as exc:
+            log.warning(
+                "%s: %s failed (%s); falling back to %s", type(self).__name__, self.zone, exc, self.on_error
+            )
+            reason = f"fallback: carbon data unavailable ({exc})"
+            if self.on_error == "run":
+                return Decision.run(reason + "; running now (fail open)", fallback=True)
+            return Decision.pause_until(
+                self._hold_until(moment, latest), reason + "; holding until the next check", fallback=True
+            )
+
+    def _decide(self, now: pd.Timestamp, work: pd.Timedelta, latest: pd.Timestamp | None) -> Decision:
+        raise NotImplementedError
+
+    def _hold_until(
+        self, now: pd.Timestamp, latest: pd.Timestamp | None, *limits: pd.Timestamp
+    ) -> pd.Timestamp:
+        candidates = [now + self.recheck, *limits]
+        if latest is not None:
+            candidates.append(latest)
+        return min(candidates)
+
+    def _recent(self, now: pd.Timestamp, lookback: pd.Timedelta) -> IntensitySignal:
+        return self.source.history(self.zone, now - lookback, now)
+
+    @staticmethod
+    def _current(recent: IntensitySignal, now: pd.Timestamp, max_age: pd.Timedelta) -> tuple[float, str]:
+        known = recent.values.dropna()
+        if known.empty:
+            raise NoDataError(f"{recent.zone}: no recent value before {now.isoformat()}")
+        age = now - known.index[-1]
+        if age > max_age:
+            raise NoDataError(f"{recent.zone}: the latest value is {age} old (more than {max_age})")
+        return float(known.iloc[-1]), recent.source
+
+
+class ThresholdStrategy(_Base):
+    """Pause above `pause_above`, resume below `resume_below` (hysteresis), never pause longer than `max_pause`.
+
+    Between the two thresholds the previous state holds; this object remembers when the current pause began.
+    """
+
+    def __init__(
+        self,
+        source: IntensitySource,
+        zone: str,
+        *,
+        pause_above: float,
+        resume_below: float,
+        max_pause: timedelta,
+        recheck: timedelta = timedelta(minutes=15),
+        max_age: timedelta = timedelta(hours=2),
+        on_error: OnError = "run",
+    ) -> None:
+        super().__init__(source, zone, recheck=recheck, on_error=on_error)
+        if resume_below > pause_above:
+            raise InvalidInputError(f"resume_below={resume_below} must not exceed pause_above={pause_above}")
+        if pd.Timedelta(max_pause) <= pd.Timedelta(0):
+            raise InvalidInputError(f"max_pause={max_pause} must be longer than zero")
+        self.pause_above = pause_above
+        self.resume_below = resume_below
+        self.max_pause = pd.Timedelta(max_pause)
+        self.max_age = pd.Timedelta(max_age)
+        self.paused_since: pd.Timestamp | None = None
+
+    def _decide(self, now: pd.Timestamp, work: pd.Timedelta, latest: pd.Timestamp | None) -> Decision:
+        value, source = self._current(self._recent(now, self.max_age), now, self.max_age)
+        facts = {"intensity": value, "source": source}
+        if self.paused_since is not None and now - self.paused_since >= self.max_pause:
+            self.paused_since = None
+            return Decision.run(f"max pause of {self.max_pause} reached; running at {value:.0f}", **facts)
+        dirty = value > self.pause_above or (self.paused_since is not None and value >= self.resume_below)
+        if not dirty:
+            self.paused_since = None
+            return Decision.run(
+                f"intensity {value:.0f} is below the pause threshold {self.pause_above:.0f}", **facts
+            )
+        self.paused_since = self.paused_since or now
+        until = self._hold_until(now, latest, self.paused_since + self.max_pause)
+        return Decision.pause_until(
+            until,
+            f"intensity {value:.0f} above {self.pause_above:.0f} (resume below {self.resume_below:.0f})",
+            **facts,
+        )
+
+
+class AdaptiveStrategy(_Base):
+    """Pause while the current value is above the `percentile`-th percentile of the last `days` days."""
+
+    def __init__(
+        self,
+        source: IntensitySource,
+        zone: str,
+        *,
+        percentile: float,
+        days: float,
+        recheck: timedelta = timedelta(minutes=30),
+        max_age: timedelta = timedelta(hours=2),
+        on_error: OnError = "run",
+    ) -> None:
+        super().__init__(source, zone, recheck=recheck, on_error=on_error)
+        if not 0 < percentile < 100:
+            raise InvalidInputError(f"percentile={percentile} must be between 0 and 100")
+        if not days > 0:
+            raise InvalidInputError(f"days={days} must be positive")
+        self.percentile = percentile
+        self.window = pd.Timedelta(days=days)
+        self.max_age = pd.Timedelta(max_age)
+
+    def _decide(self, now: pd.Timestamp, work: pd.Timedelta, latest: pd.Timestamp | None) -> Decision:
+        recent = self._recent(now, self.window)
+        value, source = self._current(recent, now, self.max_age)
+        limit = float(np.percentile(recent.values.dropna().to_numpy(), self.percentile))
+        facts = {"intensity": value, "source": source}
+        if value <= limit:
+            return Decision.run(
+                f"intensity {value:.0f} at or below the {self.percentile:g}th percentile of the last "
+                f"{self.window.days} days ({limit:.0f})",
+                **facts,
+            )
+        return Decision.pause_until(
+            self._hold_until(now, latest),
+            f"intensity {value:.0f} above the {self.percentile:g}th percentile of the last {self.window.days} days ({limit:.0f})",
+            **facts,
+        )
+
+
+class ForecastWindowStrategy(_Base):
+    """Follow the cheapest interruptible plan to the deadline, re-planned on every call as actuals arrive.
+
+    The forecast is the source's own where it has one, our model (fitted on `history_days` of the source's
+    history) beyond its horizon or when it has none.
+    """
+
+    def __init__(
+        self,
+        source: IntensitySource,
+        zone: str,
+        *,
+        min_chunk: timedelta = timedelta(hours=1),
+        history_days: float = 28,
+        horizon: timedelta = timedelta(hours=48),
+        use_source_forecast: bool = True,
+        recheck: timedelta = timedelta(hours=1),
+        on_error: OnError = "run",
+    ) -> None:
+        super().__init__(source, zone, recheck=recheck, on_error=on_error)
+        self.min_chunk = pd.Timedelta(min_chunk)
+        self.history = pd.Timedelta(days=history_days)
+        self.horizon = pd.Timedelta(horizon)
+        self.use_source_forecast = use_source_forecast
+
+    def forecast(self, now: pd.Timestamp) -> IntensitySignal:
+        """Provider forecast then our model, from the hour that contains `now`."""
+        start = now.floor("h")
+        model = CalendarLagForecaster(max_horizon=int(self.horizon / pd.Timedelta(hours=1)))
+        model.fit(self.source.history(self.zone, start - self.history, start))
+        provider = None
+        if self.use_source_forecast:
+            try:
+                provider = self.source.forecast(self.zone, start, self.horizon)
+            except SOURCE_ERRORS as exc:
+                log.info("%s: no provider forecast (%s); using our model only", self.zone, exc)
+        return provider_then_model(provider, model, start, self.horizon)
+
+    def _decide(self, now: pd.Timestamp, work: pd.Timedelta, latest: pd.Timestamp | None) -> Decision:
+        if work <= pd.Timedelta(0):
+            return Decision.run("no work left")
+        forecast = self.forecast(now)
+        deadline = forecast.end if latest is None else latest + work
+        plan = plan_slots(
+            forecast, duration=work, deadline=deadline, earliest_start=now, min_chunk=self.min_chunk
+        )
+        facts = {"intensity": plan.expected_intensity, "source": plan.forecast_source}
+        if plan.fallback:
+            return Decision.run(plan.reason, fallback=True, source=plan.forecast_source)
+        first_start, first_end = plan.slots[0]
+        if first_start <= now:
+            return Decision.run(
+                f"in a planned slot until {first_end:%Y-%m-%dT%H:%MZ}; {plan.reason}", **facts
+            )
+        return Decision.pause_until(
+            first_start, f"next planned slot starts {first_start:%Y-%m-%dT%H:%MZ}; {plan.reason}", **facts
+        )

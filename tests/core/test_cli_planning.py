@@ -1,0 +1,44 @@
+"""`carbon-aware plan` on the embedded real data: table, JSON and plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from carbon_sensors.cli import main
+
+
+def test_plan_json_finishes_by_the_deadline(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["plan", "--zone", "DE", "--duration", "3h", "--deadline", "2023-06-02T06:00Z", "--json"]
+    assert main(args) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert pd.Timestamp(plan["end"]) <= pd.Timestamp("2023-06-02T06:00Z") and not plan["fallback"]
+    assert main([*args, "--interruptible", "--min-chunk", "2h"]) == 0
+    slots = json.loads(capsys.readouterr().out)["slots"]
+    assert all(pd.Timestamp(b) - pd.Timestamp(a) >= pd.Timedelta(hours=2) for a, b in slots)
+
+
+def test_plan_plot_and_bad_deadline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    png = tmp_path / "plan.png"
+    assert (
+        main(
+            [
+                "plan",
+                "--zone",
+                "DE",
+                "--duration",
+                "3h",
+                "--deadline",
+                "2023-06-02T06:00Z",
+                "--plot",
+                str(png),
+            ]
+        )
+        == 0
+    )
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    code = main(["plan", "--zone", "DE", "--duration", "30h", "--deadline", "2023-06-02T06:00Z"])
+    assert code == 2 and "duration" in capsys.readouterr().err
