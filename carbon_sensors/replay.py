@@ -73,3 +73,42 @@ class Replay:
         return cls(
             parse_utc(env[ENV_START], ENV_START), parse_utc(wall, ENV_WALL_START) if wall else utcnow(), speed
         )
+
+
+@dataclass(frozen=True)
+class GridClock:
+    """Grid time (what carbon data is indexed by) and wall time (what schedulers wait by).
+
+    Live, they are one clock (`replay=None`). Under replay every carbon decision is made in grid time and
+    converted to wall time only where a scheduler waits: a trigger moment, a deferral timeout, a scheduled run.
+    """
+
+    replay: Replay | None = None
+
+    @classmethod
+    def from_env(cls) -> GridClock:
+        return cls(Replay.from_env())
+
+    @property
+    def replaying(self) -> bool:
+        return self.replay is not None
+
+    def now(self) -> pd.Timestamp:
+        """Grid time now."""
+        return utcnow() if self.replay is None else self.replay.trace_time()
+
+    def to_wall(self, grid: datetime) -> pd.Timestamp:
+        """When grid moment `grid` comes on the wall clock."""
+        moment = require_utc(grid, "grid time")
+        return moment if self.replay is None else self.replay.wall_time(moment)
+
+    def to_grid(self, wall: datetime) -> pd.Timestamp:
+        """The grid moment that is 'now' at wall moment `wall`."""
+        moment = require_utc(wall, "wall time")
+        return moment if self.replay is None else self.replay.trace_time(moment)
+
+    def wall_duration(self, grid_duration: timedelta) -> timedelta:
+        return grid_duration if self.replay is None else self.replay.wall_duration(grid_duration)
+
+    def grid_duration(self, wall_duration: timedelta) -> timedelta:
+        return wall_duration if self.replay is None else wall_duration * self.replay.speed

@@ -9,7 +9,7 @@ import pytest
 
 from carbon_sensors.errors import InvalidInputError, NoDataError
 from carbon_sensors.providers import IntensitySource, TraceProvider
-from carbon_sensors.replay import Replay
+from carbon_sensors.replay import GridClock, Replay
 
 WALL = pd.Timestamp("2026-11-28T12:00Z")
 TRACE = pd.Timestamp("2023-06-01T00:00Z")
@@ -56,3 +56,15 @@ def test_replay_history_stops_at_now() -> None:
     provider = TraceProvider(replay=Replay.starting_now(TRACE + timedelta(hours=2, minutes=10)))
     history = provider.history("DE", TRACE, TRACE + timedelta(days=1))
     assert len(history) == 3 and history.replay is True
+
+
+def test_grid_clock_is_identity_live_and_converts_under_replay() -> None:
+    live = GridClock()
+    assert not live.replaying
+    assert live.to_wall(TRACE) == TRACE and live.wall_duration(timedelta(hours=1)) == timedelta(hours=1)
+    clock = GridClock(Replay(TRACE, WALL, speed=3600))  # an hour a second
+    assert clock.replaying
+    assert clock.to_wall(TRACE + timedelta(hours=2)) == WALL + timedelta(seconds=2)
+    assert clock.to_grid(WALL + timedelta(seconds=3)) == TRACE + timedelta(hours=3)
+    assert clock.wall_duration(timedelta(hours=1)) == timedelta(seconds=1)
+    assert clock.grid_duration(timedelta(seconds=1)) == timedelta(hours=1)
