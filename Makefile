@@ -23,17 +23,18 @@ demo: setup
 	$(AF)/bin/carbon-aware zones
 	$(AF)/bin/carbon-aware history --zone DE --start 2023-06-01T00:00Z --end 2023-06-02T00:00Z
 
+# mypy runs per environment: Airflow code is checked where Airflow is installed, Prefect code likewise.
 lint: setup
 	$(AF)/bin/ruff check .
-	$(AF)/bin/ruff format --check carbon_sensors carbon_operators carbon_flows
-	$(AF)/bin/mypy carbon_sensors carbon_operators scripts benchmarks tests/core tests/airflow
-	$(PF)/bin/mypy carbon_flows tests/prefect
+	$(AF)/bin/ruff format --check .
+	$(AF)/bin/mypy carbon_sensors carbon_operators dags scripts benchmarks tests/core tests/airflow tests/e2e/airflow
+	$(PF)/bin/mypy carbon_flows flows tests/prefect tests/e2e/prefect
 
 test-airflow: setup
-	$(AF)/bin/python -m pytest $(PYTEST_ARGS) tests/core tests/airflow
+	$(AF)/bin/python -m pytest $(PYTEST_ARGS) tests/core tests/airflow tests/e2e/airflow
 
 test-prefect: setup
-	$(PF)/bin/python -m pytest $(PYTEST_ARGS) tests/core tests/prefect
+	$(PF)/bin/python -m pytest $(PYTEST_ARGS) tests/core tests/prefect tests/e2e/prefect
 
 test: lint test-airflow test-prefect
 

@@ -68,7 +68,9 @@ def test_gaps_count_missing_rows_and_nans() -> None:
 def test_average_and_marginal_never_mix() -> None:
     avg = _hourly([100.0])
     marginal = _hourly([400.0], kind=SignalKind.MARGINAL)
-    with pytest.raises(IncompatibleSignalsError, match=r"cannot combine the average signal .* with the marginal signal"):
+    with pytest.raises(
+        IncompatibleSignalsError, match=r"cannot combine the average signal .* with the marginal signal"
+    ):
         avg.require_compatible(marginal)
     with pytest.raises(InvalidInputError, match="signal kind 'moer' is not valid"):
         _hourly([1.0], kind="moer")
