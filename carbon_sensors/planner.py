@@ -165,6 +165,33 @@ def _fallback(
     )
 
 
+def _chosen(
+    forecast: IntensitySignal,
+    slots: list[tuple[pd.Timestamp, pd.Timestamp]],
+    expected: float,
+    run_now: float | None,
+    reason: str,
+    mode: str,
+    deadline: pd.Timestamp,
+) -> Plan:
+    """A plan the forecast decided (not a fallback)."""
+    return Plan(
+        zone=forecast.zone,
+        start=slots[0][0],
+        end=slots[-1][1],
+        slots=slots,
+        expected_intensity=expected,
+        run_now_intensity=run_now,
+        savings_pct=_savings(expected, run_now),
+        forecast_source=forecast.source,
+        kind=forecast.kind.value,
+        fallback=False,
+        reason=reason,
+        mode=mode,
+        deadline=deadline,
+    )
+
+
 def _savings(expected: float, now: float | None) -> float | None:
     return None if now is None or not np.isfinite(now) or now <= 0 else 100.0 * (now - expected) / now
 
@@ -195,21 +222,8 @@ def plan_window(
     now = float(steps.mean(np.array([lo]), span)[0])
     expected = float(means[best])
     run_now = now if np.isfinite(now) else None
-    return Plan(
-        zone=forecast.zone,
-        start=start,
-        end=start + length,
-        slots=[(start, start + length)],
-        expected_intensity=expected,
-        run_now_intensity=run_now,
-        savings_pct=_savings(expected, run_now),
-        forecast_source=forecast.source,
-        kind=forecast.kind.value,
-        fallback=False,
-        reason=f"lowest mean forecast intensity over {_text(length)} that finishes by {end.isoformat()}",
-        mode="window",
-        deadline=end,
-    )
+    reason = f"lowest mean forecast intensity over {_text(length)} that finishes by {end.isoformat()}"
+    return _chosen(forecast, [(start, start + length)], expected, run_now, reason, "window", end)
 
 
 def plan_slots(
@@ -253,21 +267,11 @@ def plan_slots(
     expected = _slot_mean(forecast, slots)
     run_now = float(_Steps.of(forecast).mean(np.array([float(first.value)]), float(length.value))[0])
     run_now_value = run_now if np.isfinite(run_now) else None
-    return Plan(
-        zone=forecast.zone,
-        start=slots[0][0],
-        end=slots[-1][1],
-        slots=slots,
-        expected_intensity=expected,
-        run_now_intensity=run_now_value,
-        savings_pct=_savings(expected, run_now_value),
-        forecast_source=forecast.source,
-        kind=forecast.kind.value,
-        fallback=False,
-        reason=f"cheapest {len(slots)} slot(s) of at least {_text(chunk)} adding up to {_text(length)}, done by {end.isoformat()}",
-        mode="slots",
-        deadline=end,
+    reason = (
+        f"cheapest {len(slots)} slot(s) of at least {_text(chunk)} adding up to {_text(length)}, "
+        f"done by {end.isoformat()}"
     )
+    return _chosen(forecast, slots, expected, run_now_value, reason, "slots", end)
 
 
 def _as_slots(plan: Plan) -> Plan:
