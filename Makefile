@@ -19,16 +19,19 @@ $(PF)/.installed: pyproject.toml
 	$(PF)/bin/pip install -q --disable-pip-version-check -e ".[prefect,torch,dev]"
 	touch $@
 
+# The nightly-retraining DAG through `airflow dags test` on replayed real grid data (about a minute).
 demo: setup
-	$(AF)/bin/carbon-aware zones
-	$(AF)/bin/carbon-aware history --zone DE --start 2023-06-01T00:00Z --end 2023-06-02T00:00Z
+	$(AF)/bin/python scripts/demo_airflow.py
 
-# mypy runs per environment: Airflow code is checked where Airflow is installed, Prefect code likewise.
+# mypy runs per environment (Airflow code where Airflow is installed, Prefect likewise), and once per
+# folder with its own conftest.py, since mypy refuses two modules of one name in a run.
 lint: setup
 	$(AF)/bin/ruff check .
 	$(AF)/bin/ruff format --check .
-	$(AF)/bin/mypy carbon_sensors carbon_operators dags scripts benchmarks tests/core tests/airflow tests/e2e/airflow
-	$(PF)/bin/mypy carbon_flows flows tests/prefect tests/e2e/prefect
+	$(AF)/bin/mypy carbon_sensors carbon_operators dags scripts benchmarks tests/core tests/airflow
+	$(AF)/bin/mypy tests/e2e/airflow
+	$(PF)/bin/mypy carbon_flows flows tests/prefect
+	$(PF)/bin/mypy tests/e2e/prefect
 
 test-airflow: setup
 	$(AF)/bin/python -m pytest $(PYTEST_ARGS) tests/core tests/airflow tests/e2e/airflow

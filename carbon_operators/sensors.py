@@ -1,0 +1,180 @@
+"""`CarbonIntensitySensor`: hold a task until its grid zone is green enough, or until its deadline.
+
+Three ways to wait, as for any Airflow sensor: `mode="poke"` (holds a worker slot), `mode="reschedule"`
+(frees it between pokes) and `deferrable=True` (waits in the triggerer: no worker at all). The reading that
+released the task (or the deadline/outage that did) is returned to XCom.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue, conf
+
+from carbon_operators.policy import (
+    PERMANENT_ERRORS,
+    OnDeadline,
+    OnOutage,
+    deferral_timeout,
+    failing_bad_input,
+    on_deadline_reached,
+    on_outage,
+    parse_choice,
+    require_future_deadline,
+)
+from carbon_operators.target import CarbonTarget, resolve_target
+from carbon_operators.triggers import DEADLINE, ERROR, GREEN, CarbonIntensityTrigger
+from carbon_sensors.errors import CarbonAwareError, InvalidInputError
+
+
+def percentile_threshold(target: CarbonTarget, percentile: float, days: float) -> float:
+    """The `percentile`-th percentile of the zone's last `days` of history, in gCO2eq/kWh."""
+    now = target.clock.now()
+    history = target.source.history(target.zone, now - timedelta(days=days), now).values.dropna()
+    return float(history.quantile(percentile / 100.0))
+
+
+class CarbonIntensitySensor(BaseSensorOperator):
+    """Succeed when `zone`'s carbon intensity is at or below a threshold.
+
+    The threshold is `max_intensity` gCO2eq/kWh, or the `percentile`-th percentile of the last
+    `history_days` days (e.g. percentile=30: greener than 70% of recent hours). On the deadline the
+    `on_deadline` policy decides (run, fail, skip); without data, `on_outage` does (open: run, closed: fail).
+    """
+
+    template_fields: Sequence[str] = ("zone", "max_intensity", "deadline", "carbon_conn_id")
+    ui_color = "#c8e6c9"
+
+    def __init__(
+        self,
+        *,
+        zone: str | None = None,
+        max_intensity: float | None = None,
+        percentile: float | None = None,
+        history_days: float = 7.0,
+        carbon_conn_id: str | None = None,
+        deadline: datetime | str | None = None,
+        deadline_allowance: timedelta | str | None = None,
+        on_deadline: str = OnDeadline.RUN,
+        on_outage: str = OnOutage.OPEN,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poke_interval: timedelta | float = 300.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(poke_interval=poke_interval, **kwargs)
+        self.zone = zone
+        self.max_intensity = max_intensity
+        self.percentile = percentile
+        self.history_days = history_days
+        self.carbon_conn_id = carbon_conn_id
+        self.deadline = deadline
+        self.deadline_allowance = deadline_allowance
+        self.on_deadline = on_deadline
+        self.on_outage = on_outage
+        self.deferrable = deferrable
+        self._target: CarbonTarget | None = None
+        self._threshold: float | None = None
+
+    # --- resolution ------------------------------------------------------------------------------------
+    def _resolve(self, context: Context) -> tuple[CarbonTarget, float]:
+        if self._target is None or self._threshold is None:
+            with failing_bad_input(self.task_id):
+                parse_choice(OnDeadline, self.on_deadline, "on_deadline")
+                parse_choice(OnOutage, self.on_outage, "on_outage")
+                self._target = resolve_target(context, self)
+                self._threshold = self._threshold_for(self._target)
+        return self._target, self._threshold
+
+    def _threshold_for(self, target: CarbonTarget) -> float:
+        if (self.max_intensity is None) == (self.percentile is None):
+            raise InvalidInputError(
+                "give exactly one threshold: max_intensity (gCO2eq/kWh) or percentile (0-100 of history)"
+            )
+        if self.max_intensity is not None:
+            value = float(self.max_intensity)
+            if value < 0:
+                raise InvalidInputError(f"max_intensity={value} gCO2eq/kWh must be 0 or more")
+            return value
+        assert self.percentile is not None
+        if not 0 < float(self.percentile) <= 100:
+            raise InvalidInputError(f"percentile={self.percentile} must be in (0, 100]")
+        if not self.history_days > 0:
+            raise InvalidInputError(f"history_days={self.history_days} must be positive")
+        return percentile_threshold(target, float(self.percentile), float(self.history_days))
+
+    def _report(self, target: CarbonTarget, threshold: float, status: str, **facts: Any) -> dict[str, Any]:
+        return {
+            "status": status,
+            "zone": target.zone,
+            "threshold": threshold,
+            "deadline": target.deadline.isoformat(),
+            "replay": target.clock.replaying,
+            **facts,
+        }
+
+    # --- waiting ---------------------------------------------------------------------------------------
+    def poke(self, context: Context) -> PokeReturnValue:
+        target, threshold = self._resolve(context)
+        if target.clock.now() >= target.deadline:
+            message = f"{target.zone}: deadline {target.deadline.isoformat()} reached before a green moment"
+            on_deadline_reached(OnDeadline(self.on_deadline), message, self.log)
+            return PokeReturnValue(True, self._report(target, threshold, DEADLINE, message=message))
+        with failing_bad_input(self.task_id):
+            try:
+                reading = target.source.latest(target.zone)
+            except PERMANENT_ERRORS:
+                raise
+            except CarbonAwareError as exc:
+                on_outage(OnOutage(self.on_outage), str(exc), self.log)
+                return PokeReturnValue(True, self._report(target, threshold, ERROR, message=str(exc)))
+        self.log.info("%s: %.1f gCO2eq/kWh (threshold %.1f)", target.zone, reading.value, threshold)
+        if reading.value <= threshold:
+            return PokeReturnValue(True, self._report(target, threshold, GREEN, reading=reading.to_dict()))
+        return PokeReturnValue(False)
+
+    def execute(self, context: Context) -> Any:
+        target, threshold = self._resolve(context)
+        if self._is_first_try(context):
+            with failing_bad_input(self.task_id):
+                require_future_deadline(target.deadline, target.clock.now(), timedelta(0), "the wait")
+        if not self.deferrable:
+            return super().execute(context)
+        first = self.poke(context)
+        if first.is_done:
+            return first.xcom_value
+        wall_deadline = target.wall_deadline
+        self.defer(
+            trigger=CarbonIntensityTrigger(
+                zone=target.zone,
+                max_intensity=threshold,
+                deadline=wall_deadline.isoformat(),
+                poll_seconds=self.poke_interval,
+                carbon_conn_id=self.carbon_conn_id,
+            ),
+            method_name="execute_complete",
+            timeout=min(timedelta(seconds=self.timeout), deferral_timeout(wall_deadline)),
+        )
+
+    def _is_first_try(self, context: Context) -> bool:
+        """False on a reschedule-mode re-poke, whose deadline may rightly have passed by now."""
+        ti = context.get("ti")
+        return not (self.reschedule and ti is not None and ti.get_first_reschedule_date(context) is not None)
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume from the trigger: green -> done; deadline -> deadline policy; error -> outage policy."""
+        target, threshold = self._resolve(context)
+        status = (event or {}).get("status")
+        message = str((event or {}).get("message", ""))
+        if status == GREEN:
+            return self._report(target, threshold, GREEN, reading=(event or {}).get("reading"))
+        if status == DEADLINE:
+            on_deadline_reached(OnDeadline(self.on_deadline), f"{target.zone}: {message}", self.log)
+            return self._report(target, threshold, DEADLINE, message=message)
+        if status == ERROR:
+            on_outage(OnOutage(self.on_outage), message, self.log)
+            return self._report(target, threshold, ERROR, message=message)
+        raise InvalidInputError(
+            f"unexpected trigger event {event!r}; expected a status of green, deadline or error"
+        )

@@ -1,0 +1,175 @@
+"""Forecast-window hold: plan the greenest window for a downstream stage, then wait for it in the triggerer.
+
+Planned once on the worker; the wait is a `DateTimeTrigger` to the window start (no polling, no worker
+slot). On wake the forecast is asked again: if it moved and a later window is now clearly greener, the hold
+waits again (a bounded number of times); the plan never ends after the deadline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context, XComArg
+
+from carbon_operators.policy import (
+    PERMANENT_ERRORS,
+    OnOutage,
+    deferral_timeout,
+    failing_bad_input,
+    on_outage,
+    parse_choice,
+    parse_moment,
+    require_future_deadline,
+)
+from carbon_operators.target import CarbonTarget, resolve_target
+from carbon_operators.triggers import ResumeAtTrigger
+from carbon_sensors.errors import CarbonAwareError, InvalidInputError
+from carbon_sensors.planner import Plan, plan_window, plan_zones
+from carbon_sensors.timeutil import parse_duration
+
+
+class CarbonWindowOperator(BaseOperator):
+    """Hold until the lowest-carbon window of `duration` that ends by the deadline, in one or several zones.
+
+    Returns the plan (zone, start, end, expected and run-now intensity, savings) to XCom, so the held
+    stage can read which zone was chosen. `replan_min_savings_pct`: on wake, wait again only if a later
+    window now saves at least this much against running at once.
+    """
+
+    template_fields: Sequence[str] = ("zone", "duration", "deadline", "earliest_start", "carbon_conn_id")
+    ui_color = "#a5d6a7"
+
+    def __init__(
+        self,
+        *,
+        duration: timedelta | str,
+        zone: str | Sequence[str] | None = None,
+        carbon_conn_id: str | None = None,
+        deadline: datetime | str | None = None,
+        deadline_allowance: timedelta | str | None = None,
+        earliest_start: datetime | str | None = None,
+        replan_min_savings_pct: float = 5.0,
+        max_replans: int = 3,
+        on_outage: str = OnOutage.OPEN,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.zone = zone
+        self.duration = duration
+        self.carbon_conn_id = carbon_conn_id
+        self.deadline = deadline
+        self.deadline_allowance = deadline_allowance
+        self.earliest_start = earliest_start
+        self.replan_min_savings_pct = replan_min_savings_pct
+        self.max_replans = max_replans
+        self.on_outage = on_outage
+
+    def _setting(self, context: Context) -> tuple[CarbonTarget, timedelta]:
+        with failing_bad_input(self.task_id):
+            parse_choice(OnOutage, self.on_outage, "on_outage")
+            target = resolve_target(context, self)
+            return target, parse_duration(self.duration, "duration")
+
+    def _plan(self, target: CarbonTarget, duration: timedelta) -> Plan | None:
+        """The best window from now; None (after the outage policy) when no forecast can be had."""
+        now = target.clock.now()
+        earliest = parse_moment(self.earliest_start, "earliest_start") if self.earliest_start else None
+        with failing_bad_input(self.task_id):
+            try:
+                forecasts = {
+                    zone: target.source.forecast(zone, None, target.deadline - now) for zone in target.zones
+                }
+            except PERMANENT_ERRORS:
+                raise
+            except CarbonAwareError as exc:
+                on_outage(OnOutage(self.on_outage), str(exc), self.log)
+                return None
+            if len(forecasts) == 1:
+                return plan_window(
+                    forecasts[target.zone],
+                    duration=duration,
+                    deadline=target.deadline,
+                    earliest_start=earliest,
+                )
+            return plan_zones(forecasts, duration=duration, deadline=target.deadline, earliest_start=earliest)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        target, duration = self._setting(context)
+        with failing_bad_input(self.task_id):
+            require_future_deadline(target.deadline, target.clock.now(), duration, "duration")
+        return self._hold_or_release(target, self._plan(target, duration), replans=0)
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Woken at the window start: re-plan; hold again only if the forecast moved to a clearly better time."""
+        state = (event or {}).get("state") or {}
+        plan, replans = state.get("plan"), int(state.get("replans", 0))
+        target, duration = self._setting(context)
+        now = target.clock.now()
+        if now + duration > target.deadline or replans >= self.max_replans:
+            return self._released(target, plan, replans)
+        fresh = self._plan(target, duration)
+        if (
+            fresh is not None
+            and fresh.start > now
+            and (fresh.savings_pct or 0.0) >= self.replan_min_savings_pct
+        ):
+            self.log.info("the forecast moved: %s; holding again", fresh.reason)
+            return self._hold_or_release(target, fresh, replans=replans + 1)
+        return self._released(target, plan if fresh is None else fresh.to_dict(), replans)
+
+    def _hold_or_release(self, target: CarbonTarget, plan: Plan | None, *, replans: int) -> dict[str, Any]:
+        if plan is None or plan.start <= target.clock.now():
+            return self._released(target, None if plan is None else plan.to_dict(), replans)
+        wall_start = target.clock.to_wall(plan.start)
+        self.log.info(
+            "holding for the window %s to %s in %s (wall %s): %s vs %s gCO2eq/kWh now, %s%% less",
+            plan.start.isoformat(),
+            plan.end.isoformat(),
+            plan.zone,
+            wall_start.isoformat(),
+            plan.expected_intensity,
+            plan.run_now_intensity,
+            plan.savings_pct,
+        )
+        self.defer(
+            trigger=ResumeAtTrigger(
+                wall_start.to_pydatetime(), state={"plan": plan.to_dict(), "replans": replans}
+            ),
+            method_name="execute_complete",
+            timeout=deferral_timeout(target.wall_deadline),
+        )
+
+    def _released(self, target: CarbonTarget, plan: dict[str, Any] | None, replans: int) -> dict[str, Any]:
+        status = "outage" if plan is None else "released"
+        return {
+            "status": status,
+            **(plan or {"zone": target.zone, "fallback": True, "reason": "no forecast: ran at once"}),
+            "replans": replans,
+            "released_at": target.clock.now().isoformat(),
+            "deadline": target.deadline.isoformat(),
+            "replay": target.clock.replaying,
+        }
+
+
+def behind_carbon_window(task: BaseOperator | XComArg, **window: Any) -> CarbonWindowOperator:
+    """Put an existing task behind a forecast window in one line: `behind_carbon_window(heavy, zone="DE")`.
+
+    `task` is an operator or a `@task` call's result. The window's duration defaults to the task's
+    `execution_timeout`; the hold becomes the task's upstream, with task id `<task_id>_carbon_window`.
+    """
+    if isinstance(task, XComArg):
+        operators = [op for op, _ in task.iter_references()]
+        if len(operators) != 1 or not isinstance(operators[0], BaseOperator):
+            raise InvalidInputError(f"{task!r} does not come from one task; pass the operator itself")
+        task = operators[0]
+    if "duration" not in window:
+        if task.execution_timeout is None:
+            raise InvalidInputError(
+                f"task {task.task_id!r} has no execution_timeout; pass duration='2h' (how long it runs)"
+            )
+        window["duration"] = task.execution_timeout
+    hold = CarbonWindowOperator(task_id=f"{task.task_id}_carbon_window", dag=task.dag, **window)
+    hold >> task
+    return hold

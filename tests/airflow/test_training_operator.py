@@ -1,0 +1,168 @@
+"""CarbonAwareTrainingOperator without a database: pause -> defer -> resume, bad input, on_kill, storage."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, TaskDeferred
+from airflow_fixtures import ReplayAt
+from airflow_training_jobs import DirtyWindow, broken_builder, tiny_job
+
+from carbon_operators.training import CarbonAwareTrainingOperator, TrainingCallableError
+from carbon_operators.triggers import ResumeAtTrigger
+from carbon_sensors.errors import InvalidInputError
+from carbon_sensors.timeutil import utcnow
+
+NO_CONTEXT: Any = {}
+DIRTY = {"start": "2023-06-05T16:00Z", "end": "2023-06-06T09:00Z"}
+
+
+def paused_state(deferred: TaskDeferred) -> dict[str, Any]:
+    trigger = deferred.trigger
+    assert isinstance(trigger, ResumeAtTrigger)
+    assert deferred.method_name == "execute_complete"
+    return dict(trigger.state)
+
+
+def woken(state: dict[str, Any]) -> dict[str, Any]:
+    """The event a ResumeAtTrigger fires (what the task is resumed with)."""
+    return {"moment": "2026-01-01T00:00:00+00:00", "state": state}
+
+
+def operator(tmp_path: Path, **kwargs: Any) -> CarbonAwareTrainingOperator:
+    settings: dict[str, Any] = {
+        "task_id": "train",
+        "training_callable": tiny_job,
+        "zone": "DE",
+        "strategy": DirtyWindow,
+        "strategy_kwargs": DIRTY,
+        "checkpoint_dir": str(tmp_path / "ckpt"),
+        "deadline": "2023-06-07T00:00Z",
+        "decision_refresh_seconds": 0.0,
+    }
+    settings.update(kwargs)
+    return CarbonAwareTrainingOperator(**settings)
+
+
+def test_pauses_defers_and_resumes_from_the_checkpoint(tmp_path: Path, replay_at: ReplayAt) -> None:
+    replay = replay_at("2023-06-05T17:00Z")  # inside the dirty window: pause after the first step
+    op = operator(tmp_path)
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(NO_CONTEXT)
+    state = paused_state(deferred.value)
+    assert isinstance(deferred.value.trigger, ResumeAtTrigger)
+    assert deferred.value.trigger.moment == replay.wall_time(pd.Timestamp(DIRTY["end"]))
+    kwargs = state
+    assert kwargs["deferrals"] == 1
+    assert Path(kwargs["checkpoint_path"]).is_file()
+    assert Path(kwargs["checkpoint_path"]).parent == tmp_path / "ckpt"
+    wall_deadline = replay.wall_time(pd.Timestamp("2023-06-07T00:00Z"))
+    timeout = deferred.value.timeout
+    assert type(timeout) is timedelta  # msgpack (task -> supervisor) refuses pandas.Timedelta
+    assert abs((timeout - (wall_deadline - utcnow() + timedelta(minutes=5))).total_seconds()) < 5
+
+    replay_at(
+        "2023-06-06T09:30Z"
+    )  # the window has passed: a fresh operator object resumes (as a worker would)
+    result = operator(tmp_path).execute_complete(NO_CONTEXT, event=woken(state))
+    assert result["status"] == "completed"
+    assert result["steps_done"] == 16  # 2 epochs x 8 batches, none lost or repeated
+    assert result["epoch"] == 2
+    assert result["deferrals"] == 1
+    report = result["report"]
+    assert report["zone"] == "DE"
+    assert report["pauses"] == 1
+    assert report["paused_seconds"] > 0
+    assert report["energy_kwh"] > 0
+    assert report["energy_kwh_with_pue"] == pytest.approx(report["energy_kwh"])
+    assert report["emissions_g"] > 0
+    assert report["intensity_sources"]
+
+
+def test_a_wake_inside_the_dirty_window_defers_again_without_building_the_job(
+    tmp_path: Path, replay_at: ReplayAt
+) -> None:
+    replay_at("2023-06-05T17:00Z")
+    with pytest.raises(TaskDeferred) as first:
+        operator(tmp_path).execute(NO_CONTEXT)
+    state = paused_state(first.value)
+    assert state["remaining_seconds"] > 0  # 15 steps left, at the measured grid seconds per step
+    replay_at("2023-06-05T20:00Z")  # woken early (still dirty): a builder that raises proves no job is built
+    with pytest.raises(TaskDeferred) as again:
+        operator(tmp_path, training_callable=broken_builder).execute_complete(NO_CONTEXT, event=woken(state))
+    assert paused_state(again.value) == {**state, "deferrals": 2}
+
+
+def test_runs_straight_through_on_a_clean_grid(tmp_path: Path, replay_at: ReplayAt) -> None:
+    replay_at("2023-06-05T10:00Z")
+    result = operator(tmp_path, pue=1.2).execute(NO_CONTEXT)
+    assert result["status"] == "completed"
+    assert result["deferrals"] == 0
+    assert result["report"]["pauses"] == 0
+    assert result["report"]["energy_kwh_with_pue"] == pytest.approx(1.2 * result["report"]["energy_kwh"])
+
+
+def test_object_storage_checkpoints_travel_as_urls(tmp_path: Path, replay_at: ReplayAt) -> None:
+    replay_at("2023-06-05T17:00Z")
+    store = (tmp_path / "bucket").as_uri()
+    with pytest.raises(TaskDeferred) as deferred:
+        operator(tmp_path, checkpoint_dir=store).execute(NO_CONTEXT)
+    state = paused_state(deferred.value)
+    assert state["checkpoint_path"].startswith("file://")
+    assert any((tmp_path / "bucket").glob("checkpoint-*.pt"))
+    replay_at("2023-06-06T09:30Z")
+    result = operator(tmp_path, checkpoint_dir=store).execute_complete(NO_CONTEXT, event=woken(state))
+    assert result["status"] == "completed"
+    assert result["checkpoint_path"].startswith(store)
+
+
+def test_on_kill_stops_training_with_a_checkpoint(tmp_path: Path, replay_at: ReplayAt) -> None:
+    replay_at("2023-06-05T10:00Z")
+    op = operator(tmp_path, op_kwargs={"epochs": 100_000})
+    threading.Timer(1.0, op.on_kill).start()
+    with pytest.raises(AirflowException, match="training stopped at step"):
+        op.execute(NO_CONTEXT)
+    assert any((tmp_path / "ckpt").glob("checkpoint-*.pt"))
+
+
+def test_a_raising_training_callable_fails_with_its_error(tmp_path: Path, replay_at: ReplayAt) -> None:
+    replay_at("2023-06-05T10:00Z")
+    with pytest.raises(
+        TrainingCallableError, match="broken_builder raised FileNotFoundError: no such dataset"
+    ):
+        operator(tmp_path, training_callable=broken_builder).execute(NO_CONTEXT)
+
+
+def test_a_raising_training_step_fails_with_its_error(tmp_path: Path, replay_at: ReplayAt) -> None:
+    replay_at("2023-06-05T10:00Z")
+    with pytest.raises(TrainingCallableError, match="failed at step 2 with RuntimeError: CUDA-like failure"):
+        operator(tmp_path, op_kwargs={"fail_at_step": 3}).execute(NO_CONTEXT)
+
+
+def test_resuming_without_pause_state_is_refused(tmp_path: Path, replay_at: ReplayAt) -> None:
+    replay_at("2023-06-05T10:00Z")
+    with pytest.raises(InvalidInputError, match="carries no pause state"):
+        operator(tmp_path).execute_complete(NO_CONTEXT, event={"moment": "2026-01-01T00:00:00+00:00"})
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"zone": "XX-NOWHERE"}, "zone 'XX-NOWHERE' is not known"),
+        ({"carbon_conn_id": "no_such_carbon_conn"}, "no_such_carbon_conn"),
+        ({"deadline": "2023-06-05T09:00Z"}, "is already past"),
+        ({"strategy": "psychic"}, "strategy='psychic' is not valid"),
+        ({"training_callable": lambda: "not a job"}, "it must return a TrainingJob"),
+    ],
+)
+def test_bad_input_fails_the_task_with_a_clear_message(
+    tmp_path: Path, replay_at: ReplayAt, settings: dict[str, Any], message: str
+) -> None:
+    replay_at("2023-06-05T10:00Z")
+    with pytest.raises(AirflowFailException, match=message):
+        operator(tmp_path, **settings).execute(NO_CONTEXT)

@@ -1,0 +1,119 @@
+"""The example DAGs end to end through `dag.test()` (real tasks, real deferrals run in line, SQLite).
+
+Replay makes the embedded real Electricity Maps 2023 data "now": DE on 2023-10-20 is dirty (> 250) until
+12:00, clean until 16:00 (the sensor releases, training runs), dirty (> 300) until 22:00 (training pauses and
+defers), then clean (training resumes from its checkpoint and finishes).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from airflow_e2e_support import load_dag, replay_env, xcoms
+
+from carbon_sensors import embedded
+
+pytestmark = pytest.mark.slow
+
+
+def use_env(monkeypatch: pytest.MonkeyPatch, values: dict[str, str]) -> None:
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+
+
+def test_nightly_retraining_holds_trains_pauses_resumes_and_reports(
+    airflow_db: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    use_env(
+        monkeypatch,
+        {
+            "CARBON_AWARE_POLL_SECONDS": "0.5",
+            "CARBON_AWARE_EPOCHS": "30",
+            "CARBON_AWARE_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+        },
+    )
+    dag = load_dag("carbon_nightly_retraining.py")
+    # Replay starts after the imports: the run begins near grid 02:00 and the sensor's 12 h allowance
+    # reaches 14:00, past the 12:00 green.
+    use_env(monkeypatch, replay_env("2023-10-20T12:00Z", speed=3600, starts_in_seconds=10))
+    run = dag.test()
+    assert run.state == "success"
+    values = xcoms(dag.dag_id, run.run_id)
+
+    wait = values["wait_for_green_grid"]
+    assert wait["status"] == "green"
+    assert wait["replay"] is True
+    assert wait["threshold"] == 250.0
+    released = pd.Timestamp(wait["reading"]["period_start"])
+    assert released >= pd.Timestamp("2023-10-20T11:00Z")  # held through the dirty morning
+    assert wait["reading"]["value"] == pytest.approx(embedded.load("DE").value_at(released))
+    assert wait["reading"]["value"] <= 250.0
+
+    train = values["retrain"]
+    assert train["status"] == "completed"
+    assert (
+        train["steps_done"] == 30 * 57
+    )  # 1,797 digits in batches of 32, 30 epochs: nothing lost or repeated
+    assert train["epoch"] == 30
+    assert train["deferrals"] >= 1
+    assert Path(train["checkpoint_path"]).is_file()
+    assert Path(train["checkpoint_path"]).parent == tmp_path / "checkpoints"
+    report = train["report"]
+    assert report["zone"] == "DE"
+    assert report["kind"] == "average"
+    assert report["unit"] == "gCO2eq/kWh"
+    assert report["pue"] == 1.0
+    assert report["pauses"] >= 1
+    assert report["paused_seconds"] >= 3600  # at least an hour of grid time waited out
+    assert report["energy_kwh"] > 0
+    assert report["energy_kwh_with_pue"] == pytest.approx(report["energy_kwh"])
+    assert report["emissions_g"] > 0
+    assert 150 < report["avg_intensity"] <= 300  # trained only while the grid was at most pause_above
+    assert report["emissions_g"] == pytest.approx(report["energy_kwh"] * report["avg_intensity"], rel=1e-6)
+    assert report["avoided_g"] == pytest.approx(
+        report["run_now_emissions_g"] - report["emissions_g"], abs=1e-9
+    )
+    assert report["intensity_sources"] == ["electricitymaps-2023:lifecycle"]
+    assert report["power_sources"]
+    assert pd.Timestamp(report["finished_at"]) >= pd.Timestamp("2023-10-20T22:00Z")  # resumed after the pause
+
+    summary = values["report"]
+    assert summary == {
+        "emissions_g": report["emissions_g"],
+        "avoided_g": report["avoided_g"],
+        "pauses": report["pauses"],
+        "deferrals": train["deferrals"],
+    }
+
+
+def test_batch_etl_runs_its_heavy_stage_in_the_planned_window(
+    airflow_db: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    use_env(monkeypatch, {"CARBON_AWARE_ETL_OUTPUT": str(tmp_path / "etl")})
+    dag = load_dag("carbon_batch_etl.py")
+    use_env(monkeypatch, replay_env("2023-10-20T04:00Z", speed=3600, starts_in_seconds=0))
+    run = dag.test()
+    assert run.state == "success"
+    values = xcoms(dag.dag_id, run.run_id)
+
+    plan: dict[str, Any] = values["fit_forecaster_carbon_window"]
+    assert plan["status"] == "released"
+    assert plan["zone"] in ("DE", "GB")
+    start, end = pd.Timestamp(plan["start"]), pd.Timestamp(plan["end"])
+    assert end - start == pd.Timedelta(hours=2)  # the heavy task's execution_timeout
+    assert end <= pd.Timestamp(plan["deadline"])
+    assert pd.Timestamp(plan["released_at"]) >= start  # it waited for the window
+    assert plan["expected_intensity"] <= plan["run_now_intensity"]
+    assert plan["savings_pct"] >= 0
+    assert plan["replay"] is True
+
+    heavy = values["fit_forecaster"]
+    assert heavy["window"] == plan
+    assert set(heavy["mae_g_per_kwh"]) == {"DE", "GB"}
+    assert all(0 < mae < 200 for mae in heavy["mae_g_per_kwh"].values())
+    written = json.loads(Path(values["load"]).read_text())
+    assert written["mae_g_per_kwh"] == heavy["mae_g_per_kwh"]

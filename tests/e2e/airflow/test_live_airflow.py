@@ -1,0 +1,223 @@
+"""A real Airflow: api-server, scheduler (LocalExecutor), dag-processor and triggerer on a temporary home.
+
+The nightly retraining DAG is triggered through the REST API; the sensor is seen `deferred` through the API
+(waiting in the triggerer, no worker held), the run is seen finishing `success`, and the training's emissions
+report is read back through the API. Every process started is stopped by its process group, then by PID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+import psutil
+import pytest
+from airflow_e2e_support import DAGS, replay_env
+
+pytestmark = pytest.mark.slow
+
+DAG_ID = "carbon_nightly_retraining"
+BIN = Path(sys.executable).parent
+# The replayed grid stays dirty until this long after the processes start, then turns green (see below).
+GREEN_AFTER_SECONDS = 60.0
+STARTUP_LIMIT_SECONDS = 45.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Airflow:
+    """The four Airflow components as process groups, with their logs in the temporary home."""
+
+    def __init__(self, home: Path, env: dict[str, str]) -> None:
+        self.home, self.env = home, env
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.seen_pids: set[int] = set()
+
+    def start(self, name: str, *args: str) -> None:
+        log = (self.home / f"{name}.log").open("wb")
+        self.procs[name] = subprocess.Popen(
+            [str(BIN / "airflow"), *args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def note_descendants(self) -> None:
+        """Remember every process the components spawned (LocalExecutor workers, task supervisors)."""
+        for proc in self.procs.values():
+            try:
+                self.seen_pids.update(c.pid for c in psutil.Process(proc.pid).children(recursive=True))
+            except psutil.NoSuchProcess:
+                continue
+            self.seen_pids.add(proc.pid)
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                tail = (self.home / f"{name}.log").read_text(errors="replace")[-3000:]
+                raise AssertionError(f"airflow {name} exited with {proc.returncode}:\n{tail}")
+
+    def stop(self) -> list[int]:
+        """SIGTERM each process group, wait, SIGKILL what is left; returns PIDs still alive (should be none)."""
+        self.note_descendants()
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for proc in self.procs.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        for proc in self.procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        for pid in self.seen_pids:
+            try:
+                psutil.Process(pid).kill()
+            except psutil.NoSuchProcess:
+                continue
+        time.sleep(0.5)
+        return [
+            pid
+            for pid in self.seen_pids
+            if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
+        ]
+
+
+@pytest.fixture
+def airflow(tmp_path: Path) -> Iterator[tuple[Airflow, httpx.Client]]:
+    home, dags = tmp_path / "home", tmp_path / "dags"
+    home.mkdir()
+    dags.mkdir()
+    shutil.copy(DAGS / f"{DAG_ID}.py", dags)
+    port = free_port()
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "2",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__API_AUTH__JWT_SECRET": "carbon-e2e-jwt-secret-not-for-production",
+        "AIRFLOW__API__SECRET_KEY": "carbon-e2e-secret-key-not-for-production",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+        "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+        "CARBON_AWARE_POLL_SECONDS": "1",
+        "CARBON_AWARE_EPOCHS": "2",
+        "CARBON_AWARE_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+        "PYTHONWARNINGS": "ignore",
+    }
+    subprocess.run(
+        [str(BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True, timeout=300
+    )
+    # DE 2023-10-20 is dirty (> 250 gCO2eq/kWh) for days before 12:00 and green from 12:00: the sensor holds
+    # until GREEN_AFTER_SECONDS after start, wherever in that window the run begins.
+    env.update(replay_env("2023-10-20T12:00Z", speed=600, starts_in_seconds=GREEN_AFTER_SECONDS))
+    af = Airflow(home, env)
+    try:
+        af.start("api-server", "api-server", "--port", str(port), "--host", "127.0.0.1")
+        af.start("scheduler", "scheduler")
+        af.start("dag-processor", "dag-processor")
+        af.start("triggerer", "triggerer")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v2", timeout=10) as client:
+            yield af, client
+    finally:
+        survivors = af.stop()
+        assert survivors == [], f"processes still alive after stop: {survivors}"
+
+
+def wait_for(what: str, probe: Any, limit: float, af: Airflow, every: float = 0.5) -> Any:
+    """Poll `probe()` until it returns something truthy; fail with `what` after `limit` seconds."""
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        af.check_alive()
+        af.note_descendants()
+        try:
+            found = probe()
+        except httpx.HTTPError:
+            found = None
+        if found:
+            return found
+        time.sleep(every)
+    raise AssertionError(f"timed out after {limit}s waiting for {what}")
+
+
+def test_real_airflow_defers_then_succeeds_and_serves_the_report(
+    airflow: tuple[Airflow, httpx.Client],
+) -> None:
+    af, api = airflow
+    started = time.monotonic()
+    wait_for("the api-server", lambda: api.get("/version").status_code == 200, 90, af)
+    wait_for(f"the DAG {DAG_ID} to be parsed", lambda: api.get(f"/dags/{DAG_ID}").status_code == 200, 90, af)
+    if time.monotonic() - started > STARTUP_LIMIT_SECONDS:
+        pytest.fail(
+            f"startup took {time.monotonic() - started:.0f}s: the replayed grid is green too soon to hold"
+        )
+
+    created = api.post(f"/dags/{DAG_ID}/dagRuns", json={"logical_date": None})
+    assert created.status_code == 200, created.text
+    run_id = created.json()["dag_run_id"]
+    ti_url = f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances"
+
+    def states() -> dict[str, str | None]:
+        response = api.get(ti_url)
+        return {ti["task_id"]: ti["state"] for ti in response.json()["task_instances"]}
+
+    seen: dict[str, set[str | None]] = {}
+
+    def deferred_task() -> str | None:
+        for task, state in states().items():
+            seen.setdefault(task, set()).add(state)
+            if state == "deferred":
+                return task
+        return None
+
+    holder = wait_for("a task in state 'deferred'", deferred_task, GREEN_AFTER_SECONDS + 60, af, every=0.3)
+    assert holder == "wait_for_green_grid"
+
+    def finished() -> str | None:
+        state = api.get(f"/dags/{DAG_ID}/dagRuns/{run_id}").json()["state"]
+        return state if state in ("success", "failed") else None
+
+    assert wait_for("the run to finish", finished, 240, af) == "success", json.dumps(states())
+    assert set(states().values()) == {"success"}
+
+    entry = api.get(f"{ti_url}/retrain/xcomEntries/return_value", params={"deserialize": True})
+    assert entry.status_code == 200, entry.text
+    value = entry.json()["value"]
+    result = json.loads(value) if isinstance(value, str) else value
+    assert result["status"] == "completed"
+    assert result["steps_done"] == 2 * 57
+    report = result["report"]
+    assert report["zone"] == "DE"
+    assert report["energy_kwh"] > 0
+    assert report["emissions_g"] > 0
+    assert report["intensity_sources"] == ["electricitymaps-2023:lifecycle"]
+    assert pd.Timestamp(report["started_at"]) >= pd.Timestamp("2023-10-20T12:00Z")  # after the hold
+
+    sensor = api.get(f"{ti_url}/wait_for_green_grid/xcomEntries/return_value", params={"deserialize": True})
+    sensor_value = sensor.json()["value"]
+    reading = (json.loads(sensor_value) if isinstance(sensor_value, str) else sensor_value)["reading"]
+    assert reading["value"] <= 250.0
