@@ -1,0 +1,399 @@
+"""Carbon-aware PyTorch training as a Prefect task and flow, with artifacts and events.
+
+The core `TrainingRunner` does the work. On "pause" it checkpoints and returns; this module then either waits
+in-process (short pauses, or no deployment to reschedule) and resumes in a fresh runner, or schedules a run
+of the current deployment at the resume time with `resume_from` set to the checkpoint, and ends this run as
+'Rescheduled'. Artifacts: a markdown emissions report, a per-epoch table and live progress.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State
+from prefect.utilities.importtools import import_object
+
+from carbon_flows import events
+from carbon_flows.artifacts import LiveProgress, emissions_rows, publish_epoch_table, publish_markdown
+from carbon_flows.rescheduling import current_deployment_run, reschedule_current_run, rescheduled_state
+from carbon_flows.sources import SourceSpec, clock_of, resolve_source
+from carbon_flows.wait import BAD_SETUP, resolve_deadline, run_logger, wait_for_low_carbon
+from carbon_sensors import strategies
+from carbon_sensors.decision import Strategy
+from carbon_sensors.emissions import read_jsonl
+from carbon_sensors.errors import CarbonAwareError, InvalidInputError
+from carbon_sensors.providers.base import IntensitySource
+from carbon_sensors.timeutil import parse_duration, parse_utc, utcnow
+from carbon_sensors.training import TrainingJob, TrainingResult, TrainingRunner
+
+JobSpec = str | TrainingJob | Callable[[], TrainingJob]
+STRATEGY_CLASSES = {
+    "threshold": "ThresholdStrategy",
+    "adaptive": "AdaptiveStrategy",
+    "forecast-window": "ForecastWindowStrategy",
+}
+STRATEGIES = ("none", *STRATEGY_CLASSES)
+DEFAULT_MAX_PAUSE = "6h"
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    """The last runner result, and whether the rest of the training was handed to a scheduled run."""
+
+    result: TrainingResult
+    rescheduled: bool = False
+    next_flow_run_id: str | None = None
+    scheduled_for: pd.Timestamp | None = None
+    resumes: int = 0
+
+    def final_state(self) -> State[Any]:
+        return rescheduled_state(
+            f"training paused at step {self.result.steps_done} until {self.result.paused_until}; "
+            f"flow run {self.next_flow_run_id} resumes it at {self.scheduled_for}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.result.to_dict(),
+            "rescheduled": self.rescheduled,
+            "next_flow_run_id": self.next_flow_run_id,
+            "scheduled_for": None if self.scheduled_for is None else self.scheduled_for.isoformat(),
+            "resumes_in_process": self.resumes,
+        }
+
+
+def build_job(job: JobSpec) -> TrainingJob:
+    """A `TrainingJob`, from itself, a factory, or an import path ('pkg.mod:factory', 'file.py:factory')."""
+    made = job
+    if isinstance(job, str):
+        try:
+            made = import_object(job)
+        except (ImportError, AttributeError, FileNotFoundError, ValueError) as exc:
+            raise InvalidInputError(
+                f"job={job!r} cannot be imported ({exc}); use 'package.module:factory' or 'path/file.py:factory'"
+            ) from exc
+    if callable(made) and not isinstance(made, TrainingJob):
+        made = made()
+    if not isinstance(made, TrainingJob):
+        raise InvalidInputError(f"job={job!r} gave {type(made).__name__}, not a TrainingJob")
+    return made
+
+
+def build_strategy(
+    name: str, source: IntensitySource, zone: str, options: Mapping[str, Any] | None = None
+) -> Strategy | None:
+    """The named core strategy (`STRATEGIES`) built with `options`, or None for 'none' (never pause).
+
+    Options are the strategy's keyword arguments as JSON values: durations may be strings ('30min', '6h').
+    A missing, unknown or ill-typed option is an error naming it and what the strategy takes.
+    """
+    given = dict(options or {})
+    if name == "none":
+        if given:
+            raise InvalidInputError(f"strategy='none' takes no options; got {sorted(given)}")
+        return None
+    if name not in STRATEGY_CLASSES:
+        raise InvalidInputError(f"strategy={name!r} is not valid; use one of {list(STRATEGIES)}")
+    cls = getattr(strategies, STRATEGY_CLASSES[name])
+    takes = {
+        p.name: p
+        for p in inspect.signature(cls).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    unknown = sorted(set(given) - set(takes))
+    if unknown:
+        raise InvalidInputError(f"strategy={name!r} does not take {unknown}; it takes {sorted(takes)}")
+    missing = [n for n, p in takes.items() if p.default is inspect.Parameter.empty and n not in given]
+    if missing:
+        raise InvalidInputError(f"strategy={name!r} needs {', '.join(f'{n}=' for n in missing)}")
+    kwargs = {
+        key: parse_duration(value, key) if isinstance(value, str) and "timedelta" in str(takes[key].annotation)
+        else value
+        for key, value in given.items()
+    }  # fmt: skip
+    try:
+        strategy: Strategy = cls(source, zone, **kwargs)
+    except TypeError as exc:
+        raise InvalidInputError(f"strategy={name!r}: {exc}") from None
+    return strategy
+
+
+def strategy_options_for(
+    name: str,
+    *,
+    pause_above: float | None = None,
+    resume_below: float | None = None,
+    max_pause: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The threshold shortcuts (`pause_above`, `resume_below`, `max_pause`) merged with the other options."""
+    shortcuts = {"pause_above": pause_above, "resume_below": resume_below, "max_pause": max_pause}
+    given = {k: v for k, v in shortcuts.items() if v is not None}
+    if name != "threshold" and given:
+        raise InvalidInputError(
+            f"{sorted(given)} apply to strategy='threshold' only; pass strategy_options for {name!r}"
+        )
+    if name == "threshold":
+        given.setdefault("max_pause", DEFAULT_MAX_PAUSE)
+    return {**given, **(extra or {})}
+
+
+def check_source(source: IntensitySource, zone: str) -> None:
+    """Fail now on a bad zone or a refused key, not mid-run; an outage is left to the strategy's fallback."""
+    try:
+        source.latest(zone)
+    except BAD_SETUP:
+        raise
+    except CarbonAwareError as exc:
+        run_logger().warning(
+            "carbon data for %s unavailable at start (%s); the strategy's fallback decides", zone, exc
+        )
+
+
+def epoch_rows(result: TrainingResult) -> list[dict[str, Any]]:
+    """Per-epoch energy, emissions, mean intensity and sources, from the run's emissions timeline.
+
+    The runner labels the interval that closes epoch k "epoch k"; every interval since the previous label
+    belongs to that epoch. Emissions include PUE, as in the report.
+    """
+    if result.timeline_path is None or not Path(result.timeline_path).is_file():
+        return []
+    ledger = read_jsonl(result.timeline_path)
+    steps = {int(e["epoch"]): int(e["steps"]) for e in result.epochs}
+    rows: list[dict[str, Any]] = []
+    kwh = grams = 0.0
+    sources: set[str] = set()
+    for interval in ledger.intervals:
+        kwh += interval.kwh
+        grams += interval.kwh * ledger.pue * interval.intensity
+        sources.add(interval.intensity_source)
+        if interval.label and interval.label.startswith("epoch "):
+            epoch = int(interval.label.split()[1])
+            rows.append(
+                {
+                    "epoch": epoch,
+                    "steps": steps.get(epoch),
+                    "energy_kwh": kwh,
+                    "emissions_g": grams,
+                    "avg_intensity": grams / (kwh * ledger.pue) if kwh > 0 else None,
+                    "intensity_source": ", ".join(sorted(sources)),
+                }
+            )
+            kwh = grams = 0.0
+            sources = set()
+    return rows
+
+
+class _ProgressReporter:
+    """Update the progress artifact from the runner's step counter while `run()` blocks (daemon thread)."""
+
+    def __init__(self, runner: TrainingRunner, progress: LiveProgress, every_seconds: float) -> None:
+        self.runner, self.progress, self.every = runner, progress, every_seconds
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="carbon-progress", daemon=True)
+
+    def __enter__(self) -> _ProgressReporter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join(timeout=10)
+        self.report()
+
+    def _loop(self) -> None:
+        while not self._done.wait(self.every):
+            self.report()
+
+    def report(self) -> None:
+        total = self.runner.job.total_steps()
+        if total:
+            self.progress.update(100.0 * self.runner.steps_done / total)
+        else:
+            self.progress.update(100.0 * self.runner.epoch / self.runner.job.epochs)
+
+
+def publish_training_artifacts(outcome: TrainingOutcome, *, zone: str, prefix: str) -> None:
+    """The markdown report (the same fields as the Airflow XCom report) and the per-epoch table."""
+    result = outcome.result
+    summary = {
+        "status": "rescheduled" if outcome.rescheduled else result.status,
+        "steps done": result.steps_done,
+        "epoch": result.epoch,
+        "last loss": result.last_loss,
+        "checkpoint": result.checkpoint_path,
+        "decision": None if result.decision is None else result.decision.reason,
+        "resumes scheduled for": outcome.scheduled_for,
+    }
+    publish_markdown(
+        f"Carbon-aware training report: {zone}",
+        summary,
+        emissions_rows(result.report.to_dict()),
+        key=f"{prefix}-report",
+        description=f"Energy and emissions of carbon-aware training in {zone}",
+    )
+    publish_epoch_table(
+        epoch_rows(result), key=f"{prefix}-epochs", description="Energy (kWh), emissions (gCO2eq) per epoch"
+    )
+
+
+@task(name="carbon-aware-training", cache_policy=NO_CACHE)
+def train_carbon_aware(
+    job: JobSpec,
+    *,
+    zone: str,
+    checkpoint_dir: str,
+    source: SourceSpec = "trace",
+    strategy: str | Strategy | None = "threshold",
+    options: Mapping[str, Any] | None = None,
+    deadline: str | None = None,
+    within: str | None = None,
+    resume_from: str | None = None,
+    paused_since: str | None = None,
+    max_in_process_pause: str = "5min",
+    pue: float = 1.0,
+    artifact_prefix: str = "carbon-training",
+    decision_refresh_seconds: float = 30.0,
+    progress_every_seconds: float = 2.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> TrainingOutcome:
+    """Train `job` carbon-aware in `zone`; pauses wait in-process or reschedule the deployment (see module).
+
+    `strategy` is a name from `STRATEGIES` (built with `options`) or a strategy object. `paused_since` (set
+    by a rescheduled run) restores a threshold strategy's pause clock, so its max-pause bound holds across runs.
+    """
+    log = run_logger()
+    training = build_job(job)
+    intensity_source = resolve_source(source)
+    clock = clock_of(intensity_source)
+    finish_by = resolve_deadline(deadline, within, clock.now())
+    chosen = (
+        build_strategy(strategy, intensity_source, zone, options) if isinstance(strategy, str) else strategy
+    )
+    check_source(intensity_source, zone)
+    if paused_since is not None and isinstance(chosen, strategies.ThresholdStrategy):
+        chosen.paused_since = parse_utc(paused_since, "paused_since")
+    in_process_limit = parse_duration(max_in_process_pause, "max_in_process_pause")
+    progress = LiveProgress(key=f"{artifact_prefix}-progress", description=f"Carbon-aware training in {zone}")
+
+    def attempt(checkpoint: str | None) -> TrainingResult:
+        runner = TrainingRunner(
+            training,
+            checkpoint_dir=checkpoint_dir,
+            strategy=chosen,
+            zone=zone,
+            intensity_source=intensity_source,
+            deadline=finish_by,
+            clock=clock.now,
+            decision_refresh_seconds=decision_refresh_seconds,
+            pue=pue,
+        )
+        with _ProgressReporter(runner, progress, progress_every_seconds):
+            return runner.run(resume_from=checkpoint)
+
+    result = attempt(resume_from)
+    resumes = 0
+    while result.status == "paused":
+        assert result.paused_until is not None and result.checkpoint_path is not None
+        events.emit_carbon_event(events.PAUSE_STARTED, zone, result.to_dict())
+        resume_wall = clock.to_wall(result.paused_until)
+        wait = max(0.0, (resume_wall - utcnow()).total_seconds())
+        if wait > in_process_limit.total_seconds() and current_deployment_run() is not None:
+            since = chosen.paused_since if isinstance(chosen, strategies.ThresholdStrategy) else None
+            next_run = reschedule_current_run(
+                resume_wall,
+                parameter_overrides={
+                    "resume_from": result.checkpoint_path,
+                    "deadline": finish_by.isoformat(),
+                    "paused_since": None if since is None else since.isoformat(),
+                },
+            )
+            outcome = TrainingOutcome(result, True, str(next_run.id), resume_wall, resumes)
+            log.info("training paused at step %d; %s", result.steps_done, outcome.final_state().message)
+            publish_training_artifacts(outcome, zone=zone, prefix=artifact_prefix)
+            return outcome
+        log.info("training paused at step %d: waiting %.1f s in process", result.steps_done, wait)
+        sleep(wait)
+        result = attempt(result.checkpoint_path)
+        resumes += 1
+    outcome = TrainingOutcome(result, resumes=resumes)
+    events.emit_carbon_event(events.RUN_ENDED, zone, result.to_dict())
+    progress.update(100.0 if result.status == "completed" else progress.percent, description=result.status)
+    publish_training_artifacts(outcome, zone=zone, prefix=artifact_prefix)
+    return outcome
+
+
+@flow(name="carbon-aware-training")
+def carbon_aware_training(
+    job: str,
+    zone: str = "DE",
+    checkpoint_dir: str = "checkpoints",
+    source: str = "trace",
+    strategy: Literal["none", "threshold", "adaptive", "forecast-window"] = "threshold",
+    pause_above: float | None = None,
+    resume_below: float | None = None,
+    max_pause: str | None = None,
+    strategy_options: dict[str, Any] | None = None,
+    deadline: str | None = None,
+    within: str = "24h",
+    expected_duration: str | None = None,
+    resume_from: str | None = None,
+    paused_since: str | None = None,
+    max_in_process_pause: str = "5min",
+    pue: float = 1.0,
+    decision_refresh_seconds: float = 30.0,
+    artifact_prefix: str = "carbon-training",
+) -> dict[str, Any] | State[Any]:
+    """Wait for a window for `expected_duration` (if given, on a fresh start), then train carbon-aware.
+
+    `job` is an import path to a function returning a `TrainingJob`; `deadline` (ISO, finish-by) wins over
+    `within`. 'threshold' takes `pause_above`/`resume_below` (gCO2eq/kWh) and `max_pause` (default 6h);
+    any strategy takes `strategy_options` (its keyword arguments, e.g. {"percentile": 30, "days": 7} for
+    'adaptive'). A rescheduled run gets the absolute deadline, the checkpoint and the pause clock as parameters.
+    """
+    options = strategy_options_for(
+        strategy,
+        pause_above=pause_above,
+        resume_below=resume_below,
+        max_pause=max_pause,
+        extra=strategy_options,
+    )
+    finish_by = deadline
+    if resume_from is None and expected_duration is not None:
+        window = wait_for_low_carbon(
+            zone,
+            duration=expected_duration,
+            deadline=deadline,
+            within=None if deadline else within,
+            source=source,
+            max_in_process_wait=max_in_process_pause,
+        )
+        if window.rescheduled:
+            return window.final_state()
+        finish_by = window.deadline.isoformat()
+    outcome = train_carbon_aware(
+        job,
+        zone=zone,
+        checkpoint_dir=checkpoint_dir,
+        source=source,
+        strategy=strategy,
+        options=options,
+        deadline=finish_by,
+        within=None if finish_by else within,
+        resume_from=resume_from,
+        paused_since=paused_since,
+        max_in_process_pause=max_in_process_pause,
+        pue=pue,
+        decision_refresh_seconds=decision_refresh_seconds,
+        artifact_prefix=artifact_prefix,
+    )
+    return outcome.final_state() if outcome.rescheduled else outcome.to_dict()

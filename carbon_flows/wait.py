@@ -1,0 +1,259 @@
+"""Hold work until a low-carbon window: short waits in-process, long waits as a run scheduled for the window.
+
+Why two ways: sleeping keeps a worker (and any infrastructure it started) busy for nothing, so a wait longer
+than `max_in_process_wait` schedules a new run of the current deployment at the window start and lets this
+run end as "Rescheduled" (a completed, non-failed state). Without a deployment there is nothing to reschedule,
+so the wait happens in-process. Deadlines are sacred: no wait goes past the finish-by time, and missing carbon
+data gives an explicit, logged, reported fallback (run now, or fail if asked).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal, ParamSpec, TypeVar, cast
+
+import anyio.to_thread
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State
+from prefect.context import FlowRunContext, TaskRunContext
+from prefect.exceptions import MissingContextError
+
+from carbon_flows import events
+from carbon_flows.rescheduling import current_deployment_run, reschedule_current_run, rescheduled_state
+from carbon_flows.sources import SourceSpec, clock_of, resolve_source
+from carbon_sensors.errors import AuthenticationError, CarbonAwareError, InvalidInputError, UnknownZoneError
+from carbon_sensors.planner import plan_window
+from carbon_sensors.timeutil import parse_duration, parse_utc, require_utc, utcnow
+
+DEADLINE_TAG = "carbon-aware:deadline:"
+OnNoData = Literal["run", "fail"]
+# A planned start this close to now is now: the planner works in float nanoseconds, so a plan that starts
+# "now" can come back a few hundred nanoseconds later, and a wait that short is not a wait.
+START_TOLERANCE = pd.Timedelta(seconds=1)
+# Errors no fallback can fix (bad input or configuration): always raised, never turned into "run now".
+BAD_SETUP = (InvalidInputError, UnknownZoneError, AuthenticationError)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class WindowOutcome:
+    """What the wait decided: go on now (`run`, maybe after an in-process wait) or `rescheduled` for later.
+
+    Grid times (`window_start`, `deadline`) are the carbon data's clock, which differs from the wall clock
+    only under replay; `scheduled_for` is wall time.
+    """
+
+    action: Literal["run", "rescheduled"]
+    zone: str
+    reason: str
+    deadline: pd.Timestamp
+    window_start: pd.Timestamp | None = None
+    window_end: pd.Timestamp | None = None
+    waited_seconds: float = 0.0
+    fallback: bool = False
+    plan: dict[str, Any] | None = None
+    next_flow_run_id: str | None = None
+    scheduled_for: pd.Timestamp | None = None
+    intensity_now: float | None = field(default=None)
+
+    @property
+    def rescheduled(self) -> bool:
+        return self.action == "rescheduled"
+
+    def final_state(self) -> State[Any]:
+        """Return this from a flow that was rescheduled: it ends completed, named 'Rescheduled'."""
+        return rescheduled_state(self.reason)
+
+    def to_dict(self) -> dict[str, Any]:
+        def iso(t: pd.Timestamp | None) -> str | None:
+            return None if t is None else t.isoformat()
+
+        return {
+            "action": self.action,
+            "zone": self.zone,
+            "reason": self.reason,
+            "deadline": iso(self.deadline),
+            "window_start": iso(self.window_start),
+            "window_end": iso(self.window_end),
+            "waited_seconds": self.waited_seconds,
+            "fallback": self.fallback,
+            "plan": self.plan,
+            "next_flow_run_id": self.next_flow_run_id,
+            "scheduled_for": iso(self.scheduled_for),
+            "intensity_now": self.intensity_now,
+        }
+
+
+def await_low_carbon(
+    zone: str,
+    *,
+    duration: str | timedelta = "1h",
+    deadline: datetime | str | None = None,
+    within: str | timedelta | None = None,
+    source: SourceSpec = "trace",
+    max_intensity: float | None = None,
+    max_in_process_wait: str | timedelta = "5min",
+    reschedule: bool = True,
+    on_no_data: OnNoData = "run",
+    sleep: Callable[[float], None] = time.sleep,
+) -> WindowOutcome:
+    """Return once a low-carbon window for `duration` of work, finishing by the deadline, has begun.
+
+    `deadline` is a finish-by time (aware datetime or ISO string); `within` is the same as a span from now
+    (default 24 h). `max_intensity` lets a grid at or below that value (gCO2eq/kWh) run at once; otherwise
+    the best window from the forecast is awaited.
+    """
+    log = run_logger()
+    if on_no_data not in ("run", "fail"):
+        raise InvalidInputError(f"on_no_data={on_no_data!r} is not valid; use 'run' or 'fail'")
+    work = parse_duration(duration, "duration")
+    in_process_limit = timedelta(0) if max_in_process_wait in (0, "0") else _limit(max_in_process_wait)
+    intensity_source = resolve_source(source)
+    clock = clock_of(intensity_source)
+    now = clock.now()
+    finish_by = resolve_deadline(deadline, within, now)
+
+    def outcome(reason: str, **facts: Any) -> WindowOutcome:
+        result = WindowOutcome(action="run", zone=zone, reason=reason, deadline=finish_by, **facts)
+        log.info("carbon window %s: %s", zone, reason)
+        events.emit_carbon_event(events.WINDOW_OPENED, zone, result.to_dict())
+        return result
+
+    if now + work >= finish_by:
+        return outcome(f"no slack: {work} of work must start now to finish by {finish_by.isoformat()}")
+    intensity_now: float | None = None
+    try:
+        if max_intensity is not None:
+            intensity_now = intensity_source.latest(zone).value
+            if intensity_now <= max_intensity:
+                return outcome(
+                    f"grid is green: {intensity_now:.0f} <= max_intensity {max_intensity:.0f} gCO2eq/kWh",
+                    intensity_now=intensity_now,
+                )
+        forecast = intensity_source.forecast(zone, horizon=finish_by - now)
+        plan = plan_window(forecast, duration=work, deadline=finish_by, earliest_start=now)
+    except CarbonAwareError as exc:
+        if isinstance(exc, BAD_SETUP) or on_no_data == "fail":
+            raise
+        log.warning("carbon data unavailable for %s: %s; on_no_data='run': running now", zone, exc)
+        return outcome(
+            f"no carbon data ({exc}); fallback: run now", fallback=True, intensity_now=intensity_now
+        )
+    planned: dict[str, Any] = {"plan": plan.to_dict(), "window_start": plan.start, "window_end": plan.end}
+    if plan.start <= now + START_TOLERANCE:
+        return outcome(f"now is the best window: {plan.reason}", fallback=plan.fallback, **planned)
+    start_wall = clock.to_wall(plan.start)
+    wait = max(0.0, (start_wall - utcnow()).total_seconds())
+    can_reschedule = reschedule and current_deployment_run() is not None
+    if wait > in_process_limit.total_seconds() and can_reschedule:
+        next_run = reschedule_current_run(start_wall, extra_tags=[f"{DEADLINE_TAG}{finish_by.isoformat()}"])
+        reason = (
+            f"waiting {timedelta(seconds=round(wait))} for the window at {plan.start.isoformat()} "
+            f"({plan.reason}); flow run {next_run.id} scheduled for {start_wall.isoformat()}"
+        )
+        result = WindowOutcome(
+            action="rescheduled",
+            zone=zone,
+            reason=reason,
+            deadline=finish_by,
+            fallback=plan.fallback,
+            next_flow_run_id=str(next_run.id),
+            scheduled_for=start_wall,
+            **planned,
+        )
+        log.info("carbon window %s: %s", zone, reason)
+        events.emit_carbon_event(events.RUN_RESCHEDULED, zone, result.to_dict())
+        return result
+    if wait > in_process_limit.total_seconds():
+        log.info(
+            "no deployment to reschedule: waiting %.0f s in process for %s", wait, plan.start.isoformat()
+        )
+    else:
+        log.info("waiting %.1f s in process for the window at %s", wait, plan.start.isoformat())
+    sleep(wait)
+    return outcome(
+        f"window reached after waiting {wait:.1f} s: {plan.reason}", waited_seconds=wait, **planned
+    )
+
+
+wait_for_low_carbon = task(name="wait-for-low-carbon", cache_policy=NO_CACHE)(await_low_carbon)
+
+
+def carbon_window(zone: str, **options: Any) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Put any flow or task function behind a low-carbon window (`options` as for `await_low_carbon`).
+
+    On a flow, a long wait reschedules the deployment and the flow returns the 'Rescheduled' state without
+    running its body. Inside a task a run cannot be ended early, so a task waits in-process (never past the
+    deadline). Apply it under `@flow`/`@task`: `@task` then `@carbon_window("DE", duration="30min")`.
+    """
+
+    def wait_here() -> WindowOutcome:
+        in_task = TaskRunContext.get() is not None
+        allowed = options.get("reschedule", True) and not in_task and FlowRunContext.get() is not None
+        return await_low_carbon(zone, **{**options, "reschedule": allowed})
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def run_after_window_async(*args: P.args, **kwargs: P.kwargs) -> Any:
+                outcome = await anyio.to_thread.run_sync(wait_here)
+                return outcome.final_state() if outcome.rescheduled else await fn(*args, **kwargs)
+
+            return cast(Callable[P, R], run_after_window_async)
+
+        @functools.wraps(fn)
+        def run_after_window(*args: P.args, **kwargs: P.kwargs) -> Any:
+            outcome = wait_here()
+            return outcome.final_state() if outcome.rescheduled else fn(*args, **kwargs)
+
+        return cast(Callable[P, R], run_after_window)
+
+    return decorate
+
+
+def run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """The Prefect run logger inside a flow or task run (shown in the UI), else this module's logger."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
+
+
+def _limit(value: str | timedelta) -> timedelta:
+    return parse_duration(value, "max_in_process_wait")
+
+
+def resolve_deadline(
+    deadline: datetime | str | None, within: str | timedelta | None, now: pd.Timestamp
+) -> pd.Timestamp:
+    """The finish-by time; a run rescheduled by an earlier wait keeps that wait's deadline (never drifts)."""
+    if deadline is not None and within is not None:
+        raise InvalidInputError("pass either deadline= or within=, not both")
+    if deadline is not None and deadline != "":
+        finish_by = parse_utc(deadline, "deadline") if isinstance(deadline, str) else require_utc(deadline)
+    else:
+        finish_by = now + parse_duration(within or "24h", "within")
+        finish_by = min([finish_by, *_inherited_deadlines()])
+    if finish_by <= now:
+        raise InvalidInputError(
+            f"deadline={finish_by.isoformat()} is already past (now is {now.isoformat()}); "
+            "pass a later deadline or a longer within="
+        )
+    return finish_by
+
+
+def _inherited_deadlines() -> list[pd.Timestamp]:
+    ctx = FlowRunContext.get()
+    tags = ctx.flow_run.tags if ctx is not None and ctx.flow_run is not None else []
+    return [parse_utc(t[len(DEADLINE_TAG) :], "deadline tag") for t in tags if t.startswith(DEADLINE_TAG)]

@@ -1,0 +1,63 @@
+"""Example: a batch job held until a low-carbon window, then reporting what the window was worth.
+
+Deployed from `prefect.yaml`. On a dirty grid the first run schedules a run of this deployment at the planned
+window and ends as 'Rescheduled' (no worker idles); that run finds the window open, does the work and
+publishes a markdown report. Try it offline with replayed real data: set CARBON_AWARE_REPLAY_START.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pandas as pd
+from prefect import flow, task
+from prefect.client.schemas.objects import State
+
+from carbon_flows.artifacts import publish_markdown, window_rows
+from carbon_flows.sources import clock_of, resolve_source
+from carbon_flows.wait import wait_for_low_carbon
+
+
+@task
+def daily_intensity_summary(zone: str, source: str, days: int = 7) -> pd.DataFrame:
+    """The batch work: daily mean/min/max grid intensity of the past `days` days (a small pandas job)."""
+    intensity_source = resolve_source(source)
+    now = clock_of(intensity_source).now()
+    values = intensity_source.history(zone, now - timedelta(days=days), now).values
+    return values.resample("1D").agg(["mean", "min", "max"]).round(1)
+
+
+@flow(name="carbon-window-report")
+def carbon_window_report(
+    zone: str = "DE",
+    duration: str = "1h",
+    deadline: str | None = None,
+    within: str = "12h",
+    source: str = "trace",
+    max_in_process_wait: str = "2min",
+) -> dict[str, Any] | State[Any]:
+    window = wait_for_low_carbon(
+        zone,
+        duration=duration,
+        deadline=deadline,
+        within=None if deadline else within,
+        source=source,
+        max_in_process_wait=max_in_process_wait,
+    )
+    if window.rescheduled:
+        return window.final_state()
+    summary = daily_intensity_summary(zone, source)
+    facts = window.to_dict()
+    publish_markdown(
+        f"Carbon window report: {zone}",
+        {"decision": window.reason, "days summarised": len(summary)},
+        window_rows(facts),
+        key="carbon-window-report",
+        description=f"Low-carbon window used in {zone}",
+    )
+    return facts
+
+
+if __name__ == "__main__":
+    carbon_window_report()

@@ -1,0 +1,209 @@
+"""The carbon-aware wait on real DE data (2023-06-02) replayed as live, on the shared Prefect test server.
+
+DE that day: ~300 gCO2eq/kWh at 05:00, the low (155) at 11:00-12:00; a 1 h job finishing by 16:00 is best
+run at 11:00.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pandas as pd
+import pytest
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
+from prefect.client.schemas.objects import State
+from prefect.events import Event
+from prefect.flow_engine import run_flow
+from prefect_helpers import deploy
+
+from carbon_flows import events
+from carbon_flows.wait import (
+    DEADLINE_TAG,
+    WindowOutcome,
+    await_low_carbon,
+    carbon_window,
+    wait_for_low_carbon,
+)
+from carbon_sensors.errors import InvalidInputError, MissingCredentialsError, NoDataError, UnknownZoneError
+from carbon_sensors.providers.trace import TraceProvider
+from carbon_sensors.replay import Replay
+
+DIRTY = pd.Timestamp("2023-06-02T05:00Z")
+GREEN = pd.Timestamp("2023-06-02T11:00Z")
+WINDOW = GREEN
+DEADLINE = "2023-06-02T16:00Z"
+
+
+def replayed(trace_start: pd.Timestamp, speed: float = 1.0) -> TraceProvider:
+    return TraceProvider(replay=Replay(trace_start, pd.Timestamp(datetime.now(UTC)), speed))
+
+
+class Sleeps:
+    """Records in-process waits instead of sleeping (the wall clock is not what these tests check)."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.seconds.append(seconds)
+
+
+@flow
+def hold(options: dict[str, Any]) -> WindowOutcome:
+    outcome = wait_for_low_carbon("DE", **options)
+    assert isinstance(outcome, WindowOutcome)
+    return outcome
+
+
+def test_green_grid_returns_at_once(emitted_events: Callable[[], list[Event]]) -> None:
+    sleeps = Sleeps()
+    outcome = hold(
+        {"duration": "1h", "deadline": "2023-06-02T18:00Z", "source": replayed(GREEN), "sleep": sleeps}
+    )
+
+    assert outcome.action == "run" and not outcome.rescheduled
+    assert sleeps.seconds == [] and outcome.waited_seconds == 0
+    assert outcome.window_start is not None and outcome.window_start <= GREEN + timedelta(minutes=1)
+    assert outcome.plan is not None and outcome.plan["expected_intensity"] == pytest.approx(155.04, abs=0.5)
+    (opened,) = [e for e in emitted_events() if e.event == events.WINDOW_OPENED]
+    assert opened.resource.id == "carbon.zone.DE"
+    assert opened.payload["action"] == "run" and opened.payload["deadline"] == "2023-06-02T18:00:00+00:00"
+
+
+def test_threshold_lets_a_green_enough_grid_run_now() -> None:
+    sleeps = Sleeps()
+    outcome = hold(
+        {
+            "duration": "1h",
+            "deadline": DEADLINE,
+            "source": replayed(DIRTY),
+            "max_intensity": 320.0,
+            "sleep": sleeps,
+        }
+    )
+    assert outcome.action == "run" and sleeps.seconds == []
+    assert outcome.intensity_now == pytest.approx(299.08)
+    assert "grid is green" in outcome.reason
+
+
+@flow
+def hold_replayed(trace_start: str, speed: float) -> tuple[WindowOutcome, TraceProvider]:
+    source = replayed(pd.Timestamp(trace_start), speed)  # the replay starts inside the flow, not before it
+    outcome = wait_for_low_carbon("DE", duration="1h", deadline=DEADLINE, source=source)
+    assert isinstance(outcome, WindowOutcome)
+    return outcome, source
+
+
+def test_dirty_grid_waits_in_process_for_the_window() -> None:
+    outcome, source = hold_replayed(DIRTY.isoformat(), speed=18_000)  # 6 trace hours pass in 1.2 wall s
+
+    assert outcome.action == "run"
+    assert outcome.window_start == WINDOW
+    assert 0.6 < outcome.waited_seconds <= 1.2
+    assert source.now() >= WINDOW  # it really waited until the window came
+    assert outcome.plan is not None and outcome.plan["run_now_intensity"] > 250
+
+
+def test_dirty_grid_without_deployment_waits_in_process_even_when_long() -> None:
+    sleeps = Sleeps()
+    outcome = hold(
+        {"duration": "1h", "deadline": DEADLINE, "source": replayed(DIRTY, speed=60), "max_in_process_wait": "1s",
+         "sleep": sleeps}
+    )  # fmt: skip
+    assert outcome.action == "run" and outcome.window_start == WINDOW
+    (slept,) = sleeps.seconds
+    assert slept == pytest.approx(6 * 3600 / 60, abs=2)
+
+
+@flow
+def held_batch(deadline: str, speed: float) -> State[Any] | str:
+    outcome = wait_for_low_carbon(
+        "DE", duration="1h", deadline=deadline, source=replayed(DIRTY, speed), max_in_process_wait="5s"
+    )
+    return outcome.final_state() if outcome.rescheduled else "ran"
+
+
+def test_dirty_grid_in_a_deployment_reschedules_at_the_window(
+    emitted_events: Callable[[], list[Event]],
+) -> None:
+    speed = 600.0  # the window comes 36 s after the replay starts: longer than max_in_process_wait
+    deployment_id = deploy(held_batch, "carbon-wait-test")
+    with get_client(sync_client=True) as client:
+        flow_run = client.create_flow_run_from_deployment(
+            deployment_id, parameters={"deadline": DEADLINE, "speed": speed}
+        )
+        started = pd.Timestamp(datetime.now(UTC))
+        state = run_flow(
+            held_batch,
+            flow_run=flow_run,
+            parameters={"deadline": DEADLINE, "speed": speed},
+            return_type="state",
+        )
+
+        assert isinstance(state, State)
+        assert state.is_completed() and state.name == "Rescheduled"
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]))
+        )
+        (scheduled,) = [r for r in runs if r.id != flow_run.id]
+
+    assert scheduled.state is not None and scheduled.state.is_scheduled()
+    assert scheduled.parameters == {"deadline": DEADLINE, "speed": speed}
+    expected = started + (WINDOW - DIRTY) / speed
+    assert scheduled.expected_start_time is not None
+    assert abs(pd.Timestamp(scheduled.expected_start_time) - expected) < pd.Timedelta(seconds=3)
+    assert f"{DEADLINE_TAG}{pd.Timestamp(DEADLINE).isoformat()}" in scheduled.tags
+    assert str(scheduled.id) in (state.message or "")
+    (rescheduled,) = [e for e in emitted_events() if e.event == events.RUN_RESCHEDULED]
+    assert rescheduled.payload["next_flow_run_id"] == str(scheduled.id)
+    assert rescheduled.payload["window_start"] == WINDOW.isoformat()
+
+
+def test_carbon_window_decorator_holds_a_task() -> None:
+    source = replayed(DIRTY, speed=36_000)
+    calls: list[pd.Timestamp] = []
+
+    @carbon_window("DE", duration="1h", deadline=DEADLINE, source=source)
+    def work() -> str:
+        calls.append(source.now())
+        return "done"
+
+    @flow
+    def pipeline() -> str:
+        return work()
+
+    assert pipeline() == "done"
+    (ran_at,) = calls
+    assert ran_at >= WINDOW
+
+
+def test_deadline_in_the_past_is_rejected() -> None:
+    with pytest.raises(InvalidInputError, match=r"deadline=2023-06-02T04:00:00\+00:00 is already past"):
+        await_low_carbon("DE", deadline="2023-06-02T04:00Z", source=replayed(DIRTY))
+
+
+def test_naive_deadline_is_rejected() -> None:
+    with pytest.raises(InvalidInputError, match="no time zone"):
+        await_low_carbon("DE", deadline="2023-06-02T16:00", source=replayed(DIRTY))
+
+
+def test_unknown_zone_names_close_matches() -> None:
+    with pytest.raises(UnknownZoneError, match=r"zone 'DX'.*Known zones"):
+        await_low_carbon("DX", deadline=DEADLINE, source=replayed(DIRTY))
+
+
+def test_missing_block_is_a_clear_error() -> None:
+    with pytest.raises(MissingCredentialsError, match="no watttime-credentials block named 'absent'"):
+        await_low_carbon("DE", deadline=DEADLINE, source="watttime-credentials/absent")
+
+
+def test_no_data_falls_back_visibly_or_fails_if_asked() -> None:
+    beyond = pd.Timestamp("2024-03-01T00:00Z")  # after the end of the recorded year
+    outcome = await_low_carbon("DE", within="12h", source=replayed(beyond))
+    assert outcome.action == "run" and outcome.fallback and "fallback: run now" in outcome.reason
+    with pytest.raises(NoDataError):
+        await_low_carbon("DE", within="12h", source=replayed(beyond), on_no_data="fail")
