@@ -218,7 +218,8 @@ def plan_window(
             forecast, first, length, end, "no window before the deadline is covered by the forecast", "window"
         )
     best = int(np.nanargmin(means))
-    start = pd.Timestamp(int(candidates[best]), tz="UTC")
+    # Candidates are float nanoseconds (exact only to ~256 ns today): clamp so the guarantee holds exactly.
+    start = min(max(pd.Timestamp(int(candidates[best]), tz="UTC"), first), end - length)
     now = float(steps.mean(np.array([lo]), span)[0])
     expected = float(means[best])
     run_now = now if np.isfinite(now) else None

@@ -133,14 +133,21 @@ def test_empty_or_all_nan_forecast_falls_back_explicitly(values: list[float]) ->
     slack_min=st.integers(0, 3000),
     chunk_min=st.integers(1, 240),
     nan_at=st.lists(st.integers(0, 59), max_size=5),
+    jitter_ns=st.integers(0, 59_999_999_999),  # sub-minute times, as a live clock gives them
 )
 def test_plans_never_end_after_the_deadline(
-    values: list[float], offset_min: int, duration_min: int, slack_min: int, chunk_min: int, nan_at: list[int]
+    values: list[float],
+    offset_min: int,
+    duration_min: int,
+    slack_min: int,
+    chunk_min: int,
+    nan_at: list[int],
+    jitter_ns: int,
 ) -> None:
     series = pd.Series(values, index=pd.date_range(DAY, periods=len(values), freq="h", tz="UTC"))
     series.iloc[[i for i in nan_at if i < len(values)]] = np.nan
     forecast = make_signal(series, zone="X", source="random")
-    earliest = DAY + pd.Timedelta(minutes=offset_min)
+    earliest = DAY + pd.Timedelta(minutes=offset_min) + pd.Timedelta(jitter_ns, unit="ns")
     duration = pd.Timedelta(minutes=duration_min)
     deadline = earliest + duration + pd.Timedelta(minutes=slack_min)
     for plan in (
