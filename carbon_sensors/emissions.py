@@ -88,6 +88,7 @@ class IntensityLookup:
         self._signal: IntensitySignal | None = None
         self._last_fetch: float | None = None
         self._asked_until: pd.Timestamp | None = None
+        self._asked_from: pd.Timestamp | None = None
         self._last_known: IntensityValue | None = None
 
     def _fetch(self, start: pd.Timestamp, end: pd.Timestamp) -> None:
@@ -96,6 +97,7 @@ class IntensityLookup:
         lo = start - _LOOKBACK
         if self._signal is not None and not self._signal.values.empty:
             lo = min(lo, self._signal.start)
+        self._asked_from = lo if self._asked_from is None else min(lo, self._asked_from)
         try:
             fresh = self.source.history(self.zone, lo, end)
         except Exception as exc:  # a failing provider must not stop the job; the fallback is reported
@@ -110,7 +112,7 @@ class IntensityLookup:
                 WORLD_AVERAGE_INTENSITY, WORLD_AVERAGE_SOURCE, SignalKind.AVERAGE.value, FALLBACK_NO_SOURCE
             )
         value, coverage = self._from_cache(lo, hi)
-        if coverage < 1.0 and self._may_fetch(hi):
+        if coverage < 1.0 and self._may_fetch(lo, hi):
             self._fetch(lo, hi)
             value, coverage = self._from_cache(lo, hi)
         if value is not None and self._signal is not None:
@@ -130,9 +132,15 @@ class IntensityLookup:
             WORLD_AVERAGE_INTENSITY, WORLD_AVERAGE_SOURCE, SignalKind.AVERAGE.value, FALLBACK_NO_DATA
         )
 
-    def _may_fetch(self, end: pd.Timestamp) -> bool:
-        """Refetch at most every `refetch_seconds`, unless a period has begun that was never asked for."""
+    def _may_fetch(self, start: pd.Timestamp, end: pd.Timestamp) -> bool:
+        """Refetch at most every `refetch_seconds`, unless the range reaches a period never asked for.
+
+        A range before everything fetched so far (a run-now twin after a resume) is past data that exists:
+        always ask for it rather than guess.
+        """
         if self._last_fetch is None or self._monotonic() - self._last_fetch >= self.refetch_seconds:
+            return True
+        if self._asked_from is not None and start < self._asked_from:
             return True
         step = self._signal.resolution if self._signal is not None else pd.Timedelta(hours=1)
         return self._asked_until is not None and end > self._asked_until.floor(step) + step

@@ -179,3 +179,41 @@ def test_zero_length_interval_takes_the_value_at_its_start() -> None:
     interval = ledger.add_energy(at(1.25), at(1.25), {"cpu": 0.0}, {"cpu": "rapl"})
     assert interval.intensity == pytest.approx(300.0)
     assert interval.end - interval.start == timedelta(0)
+
+
+def test_twin_before_anything_fetched_is_looked_up_not_guessed() -> None:
+    """A resumed run's first intervals lie hours after submission: the run-now twin must use real data.
+
+    Regression: the refetch rate limit suppressed the twin's fetch, so the twin took the last known value
+    (the actual's own intensity) and avoided emissions came out near zero or negative.
+    """
+    provider = TraceProvider()
+    de = provider.signal("DE")
+    wall = [0.0]
+    lookup = IntensityLookup(provider, "DE", refetch_seconds=60, monotonic=lambda: wall[0])
+    ledger = EmissionsLedger(zone="DE", submitted_at=at(0), lookup=lookup)
+    ledger.add_energy(at(10), at(10.5), {"cpu": 0.1 * KWH}, {"cpu": "rapl"})  # resumed 10 h after submission
+    (interval,) = ledger.intervals
+    assert interval.fallbacks == ()
+    assert interval.intensity == de.value_at(at(10))
+    assert interval.run_now_intensity == de.value_at(at(0))
+
+
+def test_a_range_before_the_data_is_asked_for_once_per_rate_limit() -> None:
+    calls: list[datetime] = []
+    signal = make_signal(
+        pd.Series([100.0, 200.0], index=pd.date_range(at(5), periods=2, freq="1h")), zone="XX", source="late"
+    )
+
+    class Counting(TraceProvider):
+        def history(self, zone: str, start: datetime, end: datetime) -> IntensitySignal:
+            calls.append(start)
+            return super().history(zone, start, end)
+
+    lookup = IntensityLookup(
+        Counting(signals={"XX": signal}), "XX", refetch_seconds=60, monotonic=lambda: 0.0
+    )
+    assert lookup.between(at(5), at(5.5)).fallback is None
+    for _ in range(3):  # the data starts at 05:00: asking for 01:00 again must not call the source again
+        assert lookup.between(at(1), at(1.5)).fallback == FALLBACK_LAST_KNOWN
+    assert len(calls) == 2
