@@ -7,10 +7,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from carbon_sensors.cli import data, live, planning
+from carbon_sensors.cli import data, live, planning, report
 from carbon_sensors.errors import CarbonAwareError
 
-COMMAND_GROUPS = (data, live, planning)
+COMMAND_GROUPS = (data, live, planning, report)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,45 @@
+"""`carbon-aware report`: a run's report recomputed from its JSONL timeline equals the report it returned."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from carbon_sensors.cli import main
+from carbon_sensors.emissions import EmissionsLedger, IntensityLookup
+from carbon_sensors.providers.trace import TraceProvider
+
+T0 = pd.Timestamp("2023-06-01T00:00Z")
+
+
+def _write_timeline(path: Path) -> dict[str, object]:
+    lookup = IntensityLookup(TraceProvider(), "DE", refetch_seconds=0)
+    ledger = EmissionsLedger(zone="DE", submitted_at=T0, pue=1.2, lookup=lookup, jsonl_path=path)
+    for hour in (3, 4):  # 0.5 kWh in each of two hours of real DE data, 3 h after submission
+        ledger.add_energy(T0 + pd.Timedelta(hours=hour), T0 + pd.Timedelta(hours=hour + 1),
+                          {"cpu": 0.5 * 3.6e6}, {"cpu": "rapl"})  # fmt: skip
+    ledger.write_jsonl()
+    return ledger.report().to_dict()
+
+
+def test_report_json_equals_the_runs_own_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    timeline = tmp_path / "emissions.jsonl"
+    expected = _write_timeline(timeline)
+    assert main(["report", str(timeline), "--json"]) == 0
+    recomputed = json.loads(capsys.readouterr().out)
+    assert recomputed == json.loads(json.dumps(expected))
+    assert recomputed["energy_kwh"] == pytest.approx(1.0)
+    assert recomputed["energy_kwh_with_pue"] == pytest.approx(1.2)
+
+
+def test_report_table_and_bad_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    timeline = tmp_path / "emissions.jsonl"
+    _write_timeline(timeline)
+    assert main(["report", str(timeline)]) == 0
+    table = capsys.readouterr().out
+    assert "emissions_g" in table and "electricitymaps-2023:lifecycle" in table
+    assert main(["report", str(tmp_path / "missing.jsonl")]) == 2
+    assert "cannot read emissions timeline" in capsys.readouterr().err
