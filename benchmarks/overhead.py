@@ -126,7 +126,7 @@ class Bench:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--steps", type=int, default=100, help="steps per block")
     parser.add_argument("--width", type=int, default=1024, help="hidden width: sets the step time (~5-8 ms)")
     args = parser.parse_args()

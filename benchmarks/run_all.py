@@ -1,4 +1,4 @@
-"""Run every benchmark script in this folder and save each one's JSON in benchmarks/results/<name>.json.
+"""Run every benchmark and save each one's JSON in benchmarks/results/<name>.json (`make bench`).
 
 Each benchmark prints one JSON document on stdout; this runner only collects them, it measures nothing itself.
 """
@@ -12,22 +12,29 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+# result name -> script and arguments
+RUNS = {
+    "backtest-2023": ["backtest.py"],
+    "backtest-2023-forecast-mape-0.10": ["backtest.py", "--forecast-mape", "0.10"],
+    "overhead": ["overhead.py"],
+    "triggers": ["triggers.py"],
+    "provider_cache": ["provider_cache.py"],
+}
 
 
 def main() -> int:
     RESULTS.mkdir(exist_ok=True)
     failed = []
-    for script in sorted(HERE.glob("*.py")):
-        if script.name == Path(__file__).name:
-            continue
-        print(f"== {script.name}", flush=True)
-        proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=HERE.parent)
+    for name, (script, *args) in RUNS.items():
+        print(f"== {name}: {script} {' '.join(args)}", flush=True)
+        command = [sys.executable, str(HERE / script), *args]
+        proc = subprocess.run(command, capture_output=True, text=True, cwd=HERE.parent)
         if proc.returncode != 0:
             print(proc.stderr[-2000:], file=sys.stderr)
-            failed.append(script.name)
+            failed.append(name)
             continue
         doc = json.loads(proc.stdout)
-        target = RESULTS / f"{script.stem}.json"
+        target = RESULTS / f"{name}.json"
         tmp = target.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(doc, indent=2) + "\n")
         tmp.replace(target)  # atomic: a crash never leaves a half-written result

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -165,7 +166,9 @@ def main() -> None:
                 },
             }
         )
-        result = asyncio.run(bench(args.triggers, args.poll_seconds, args.intervals, server))
+        # Airflow logs to stdout; keep stdout for the JSON document alone.
+        with contextlib.redirect_stdout(sys.stderr):
+            result = asyncio.run(bench(args.triggers, args.poll_seconds, args.intervals, server))
     result.update(
         python=platform.python_version(),
         cpu_count=os.cpu_count(),
