@@ -13,6 +13,7 @@ from typing import Any
 
 from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue, conf
 
+from carbon_operators.links import CarbonIntensityLink
 from carbon_operators.policy import (
     PERMANENT_ERRORS,
     OnDeadline,
@@ -45,6 +46,7 @@ class CarbonIntensitySensor(BaseSensorOperator):
     """
 
     template_fields: Sequence[str] = ("zone", "max_intensity", "deadline", "carbon_conn_id")
+    operator_extra_links = (CarbonIntensityLink(),)
     ui_color = "#c8e6c9"
 
     def __init__(

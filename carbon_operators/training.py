@@ -18,6 +18,7 @@ import pandas as pd
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException
 
+from carbon_operators.links import CarbonIntensityLink
 from carbon_operators.policy import (
     PERMANENT_ERRORS,
     deferral_timeout,
@@ -76,6 +77,7 @@ class CarbonAwareTrainingOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("zone", "checkpoint_dir", "deadline", "carbon_conn_id", "op_kwargs")
+    operator_extra_links = (CarbonIntensityLink(),)
     ui_color = "#81c784"
 
     def __init__(

@@ -13,6 +13,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, Context, XComArg
 
+from carbon_operators.links import CarbonIntensityLink
 from carbon_operators.policy import (
     PERMANENT_ERRORS,
     OnOutage,
@@ -39,6 +40,7 @@ class CarbonWindowOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("zone", "duration", "deadline", "earliest_start", "carbon_conn_id")
+    operator_extra_links = (CarbonIntensityLink(),)
     ui_color = "#a5d6a7"
 
     def __init__(

@@ -49,3 +49,4 @@ def test_wheel_ships_code_data_and_entry_points(tmp_path: Path) -> None:
     assert 0 < data_bytes < 3 * 1024 * 1024
     assert "carbon-aware = carbon_sensors.cli:main" in entry_points
     assert "[apache_airflow_provider]" in entry_points and "[prefect.collections]" in entry_points
+    assert "carbon_aware_trainer = carbon_operators.plugin:CarbonPlugin" in entry_points

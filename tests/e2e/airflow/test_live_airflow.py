@@ -221,3 +221,9 @@ def test_real_airflow_defers_then_succeeds_and_serves_the_report(
     sensor_value = sensor.json()["value"]
     reading = (json.loads(sensor_value) if isinstance(sensor_value, str) else sensor_value)["reading"]
     assert reading["value"] <= 250.0
+
+    # The UI plugin (entry point `airflow.plugins`): its link reached the task, and its app is served.
+    links = api.get(f"{ti_url}/retrain/links").json()["extra_links"]
+    assert links == {"Carbon intensity": "/carbon/?zone=DE"}
+    page = httpx.get(str(api.base_url.copy_with(path="/carbon/")), params={"zone": "DE"}, timeout=30)
+    assert page.status_code == 200 and "DE" in page.text
