@@ -20,6 +20,7 @@ class ScriptedMeter:
 
     def __init__(self, device: str = "dev", source: str = "rapl") -> None:
         self.total, self.device, self.source, self.fail = 0.0, device, source, False
+        self.closed = False
 
     def devices(self) -> dict[str, str]:
         return {self.device: self.source}
@@ -33,7 +34,7 @@ class ScriptedMeter:
         return []
 
     def close(self) -> None:
-        pass
+        self.closed = True
 
 
 def test_windows_nest_and_report_joules_per_device_and_source() -> None:
@@ -51,6 +52,7 @@ def test_windows_nest_and_report_joules_per_device_and_source() -> None:
     assert epoch.joules == {"cuda:0": 30.0, "cpu:package-0": 3.0} and epoch.total_joules == 33.0
     assert epoch.kwh == pytest.approx(33.0 / 3.6e6)
     assert step.seconds >= 0 and step.started_at <= step.ended_at
+    assert gpu.closed and cpu.closed  # leaving the monitor releases every meter (NVML handles, files)
     with pytest.raises(InvalidInputError, match="no open power window named 'step'"):
         monitor.end_window("step")
 
