@@ -8,7 +8,7 @@ from typing import Any
 from tqdm import tqdm
 
 from carbon_sensors import embedded
-from carbon_sensors.cli.output import print_json, print_table, show_signal
+from carbon_sensors.cli.output import add_output_options, print_json, print_table, show_signal
 from carbon_sensors.providers.trace import TraceProvider
 from carbon_sensors.timeutil import parse_utc
 from carbon_sensors.traces import read_trace
@@ -33,9 +33,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     history.add_argument("--column", help="value column, e.g. direct (Electricity Maps) or forecast (NESO)")
     history.add_argument("--trace", help="read this trace file instead of the embedded data")
     history.add_argument("--assume-utc", action="store_true", help="treat timestamps without offset as UTC")
-    output = history.add_mutually_exclusive_group()
-    output.add_argument("--json", action="store_true", help="print JSON")
-    output.add_argument("--plot", metavar="PNG", help="draw the series to this PNG file")
+    add_output_options(history, "the series")
     history.set_defaults(handler=run_history)
 
 

@@ -10,7 +10,7 @@ import argparse
 import os
 from typing import Any
 
-from carbon_sensors.cli.output import print_json, show_signal
+from carbon_sensors.cli.output import add_output_options, print_json, show_signal
 from carbon_sensors.providers.registry import SOURCE_NAMES, make_source
 from carbon_sensors.signal import UNIT
 from carbon_sensors.timeutil import parse_duration, parse_utc
@@ -44,9 +44,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     forecast.add_argument("--start", help="ISO 8601 with zone (default: now)")
     forecast.add_argument("--horizon", default="24h", help="how far ahead, e.g. 24h, 48h (default 24h)")
-    output = forecast.add_mutually_exclusive_group()
-    output.add_argument("--json", action="store_true", help="print JSON")
-    output.add_argument("--plot", metavar="PNG", help="draw the forecast to this PNG file")
+    add_output_options(forecast, "the forecast")
     forecast.set_defaults(handler=run_forecast)
 
 

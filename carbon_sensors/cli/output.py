@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -10,6 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from carbon_sensors.signal import UNIT, IntensitySignal
+
+
+def add_output_options(parser: argparse.ArgumentParser, plotted: str) -> None:
+    """`--json` or `--plot PNG` (never both): the output choice of every command that returns a signal."""
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print JSON")
+    output.add_argument("--plot", metavar="PNG", help=f"draw {plotted} to this PNG file")
 
 
 def print_json(doc: Any) -> None:

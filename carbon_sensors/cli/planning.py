@@ -10,7 +10,7 @@ import pandas as pd
 
 from carbon_sensors import embedded
 from carbon_sensors.backtest import POLICIES, BacktestConfig, Trace, run_backtest
-from carbon_sensors.cli.output import plot_signal, print_json, print_table
+from carbon_sensors.cli.output import add_output_options, plot_signal, print_json, print_table
 from carbon_sensors.forecast.combine import provider_then_model
 from carbon_sensors.forecast.model import CalendarLagForecaster
 from carbon_sensors.planner import Plan, plan_slots, plan_window
@@ -38,9 +38,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "--history-days", type=float, default=56, help="history our model is fitted on (default 56)"
     )
     plan.add_argument("--trace", help="read this trace file instead of the embedded data")
-    output = plan.add_mutually_exclusive_group()
-    output.add_argument("--json", action="store_true", help="print JSON")
-    output.add_argument("--plot", metavar="PNG", help="draw forecast, interval and chosen window to this PNG")
+    add_output_options(plan, "forecast, interval and chosen window")
     plan.set_defaults(handler=run_plan)
 
     backtest = commands.add_parser(
