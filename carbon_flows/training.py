@@ -8,7 +8,6 @@ of the current deployment at the resume time with `resume_from` set to the check
 
 from __future__ import annotations
 
-import inspect
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -36,12 +35,7 @@ from carbon_sensors.timeutil import parse_duration, parse_utc, utcnow
 from carbon_sensors.training import TrainingJob, TrainingResult, TrainingRunner
 
 JobSpec = str | TrainingJob | Callable[[], TrainingJob]
-STRATEGY_CLASSES = {
-    "threshold": "ThresholdStrategy",
-    "adaptive": "AdaptiveStrategy",
-    "forecast-window": "ForecastWindowStrategy",
-}
-STRATEGIES = ("none", *STRATEGY_CLASSES)
+STRATEGIES = ("none", *strategies.STRATEGIES)
 DEFAULT_MAX_PAUSE = "6h"
 
 
@@ -91,40 +85,14 @@ def build_job(job: JobSpec) -> TrainingJob:
 def build_strategy(
     name: str, source: IntensitySource, zone: str, options: Mapping[str, Any] | None = None
 ) -> Strategy | None:
-    """The named core strategy (`STRATEGIES`) built with `options`, or None for 'none' (never pause).
-
-    Options are the strategy's keyword arguments as JSON values: durations may be strings ('30min', '6h').
-    A missing, unknown or ill-typed option is an error naming it and what the strategy takes.
-    """
-    given = dict(options or {})
+    """The named core strategy built with `options`, or None for 'none' (never pause)."""
     if name == "none":
-        if given:
-            raise InvalidInputError(f"strategy='none' takes no options; got {sorted(given)}")
+        if options:
+            raise InvalidInputError(f"strategy='none' takes no options; got {sorted(options)}")
         return None
-    if name not in STRATEGY_CLASSES:
+    if name not in strategies.STRATEGIES:
         raise InvalidInputError(f"strategy={name!r} is not valid; use one of {list(STRATEGIES)}")
-    cls = getattr(strategies, STRATEGY_CLASSES[name])
-    takes = {
-        p.name: p
-        for p in inspect.signature(cls).parameters.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
-    }
-    unknown = sorted(set(given) - set(takes))
-    if unknown:
-        raise InvalidInputError(f"strategy={name!r} does not take {unknown}; it takes {sorted(takes)}")
-    missing = [n for n, p in takes.items() if p.default is inspect.Parameter.empty and n not in given]
-    if missing:
-        raise InvalidInputError(f"strategy={name!r} needs {', '.join(f'{n}=' for n in missing)}")
-    kwargs = {
-        key: parse_duration(value, key) if isinstance(value, str) and "timedelta" in str(takes[key].annotation)
-        else value
-        for key, value in given.items()
-    }  # fmt: skip
-    try:
-        strategy: Strategy = cls(source, zone, **kwargs)
-    except TypeError as exc:
-        raise InvalidInputError(f"strategy={name!r}: {exc}") from None
-    return strategy
+    return strategies.build_strategy(name, source, zone, options)
 
 
 def strategy_options_for(

@@ -7,7 +7,6 @@ XCom return value is the emissions report (small JSON: numbers, sources and the 
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -28,17 +27,13 @@ from carbon_operators.policy import (
 from carbon_operators.storage import CheckpointStore
 from carbon_operators.target import CarbonTarget, resolve_target
 from carbon_operators.triggers import ResumeAtTrigger
+from carbon_sensors import strategies
 from carbon_sensors.decision import Action, Strategy
 from carbon_sensors.errors import CarbonAwareError, InvalidInputError
 from carbon_sensors.providers.base import IntensitySource
 from carbon_sensors.training import TrainingJob, TrainingRunner
 
 StrategyFactory = Callable[..., Strategy]
-STRATEGIES = {
-    "threshold": "ThresholdStrategy",
-    "adaptive": "AdaptiveStrategy",
-    "forecast-window": "ForecastWindowStrategy",
-}
 
 
 class TrainingCallableError(AirflowException):
@@ -51,14 +46,11 @@ def build_strategy(
     """A strategy by name ('threshold', 'adaptive', 'forecast-window') or from a factory(source, zone, **options)."""
     if callable(spec):
         return spec(source, zone, **options)
-    if spec not in STRATEGIES:
-        raise InvalidInputError(f"strategy={spec!r} is not valid; use one of {list(STRATEGIES)} or a factory")
-    strategies = importlib.import_module("carbon_sensors.strategies")
-    try:
-        strategy: Strategy = getattr(strategies, STRATEGIES[spec])(source, zone, **options)
-    except TypeError as exc:
-        raise InvalidInputError(f"strategy {spec!r}: {exc}") from None
-    return strategy
+    if spec not in strategies.STRATEGIES:
+        raise InvalidInputError(
+            f"strategy={spec!r} is not valid; use one of {list(strategies.STRATEGIES)} or a factory"
+        )
+    return strategies.build_strategy(spec, source, zone, options)
 
 
 def _run_key(context: Context, task_id: str) -> str:

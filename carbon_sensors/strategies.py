@@ -10,21 +10,23 @@ past the latest start (deadline - remaining_work). A source error gives an expli
 
 from __future__ import annotations
 
+import inspect
 import logging
+from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from carbon_sensors.decision import Decision
+from carbon_sensors.decision import Decision, Strategy
 from carbon_sensors.errors import CarbonAwareError, InvalidInputError, NoDataError
 from carbon_sensors.forecast.combine import provider_then_model
 from carbon_sensors.forecast.model import CalendarLagForecaster
 from carbon_sensors.planner import plan_slots
 from carbon_sensors.providers.base import IntensitySource
 from carbon_sensors.signal import IntensitySignal
-from carbon_sensors.timeutil import require_utc
+from carbon_sensors.timeutil import parse_duration, require_utc
 
 log = logging.getLogger(__name__)
 
@@ -243,3 +245,44 @@ class ForecastWindowStrategy(_Base):
         return Decision.pause_until(
             first_start, f"next planned slot starts {first_start:%Y-%m-%dT%H:%MZ}; {plan.reason}", **facts
         )
+
+
+STRATEGIES: dict[str, Callable[..., Strategy]] = {
+    "threshold": ThresholdStrategy,
+    "adaptive": AdaptiveStrategy,
+    "forecast-window": ForecastWindowStrategy,
+}
+
+
+def build_strategy(
+    name: str, source: IntensitySource, zone: str, options: Mapping[str, Any] | None = None
+) -> Strategy:
+    """The strategy `name` (a key of `STRATEGIES`) built from JSON-like options, as Airflow and Prefect get them.
+
+    Durations may be strings ('30min', '6h'). A missing, unknown or ill-typed option is an error naming it and
+    what the strategy takes.
+    """
+    if name not in STRATEGIES:
+        raise InvalidInputError(f"strategy={name!r} is not valid; use one of {list(STRATEGIES)}")
+    cls = STRATEGIES[name]
+    given = dict(options or {})
+    takes = {
+        p.name: p
+        for p in inspect.signature(cls).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    unknown = sorted(set(given) - set(takes))
+    if unknown:
+        raise InvalidInputError(f"strategy={name!r} does not take {unknown}; it takes {sorted(takes)}")
+    missing = [n for n, p in takes.items() if p.default is inspect.Parameter.empty and n not in given]
+    if missing:
+        raise InvalidInputError(f"strategy={name!r} needs {', '.join(f'{n}=' for n in missing)}")
+    kwargs = {
+        key: parse_duration(value, key) if isinstance(value, str) and "timedelta" in str(takes[key].annotation)
+        else value
+        for key, value in given.items()
+    }  # fmt: skip
+    try:
+        return cls(source, zone, **kwargs)
+    except TypeError as exc:
+        raise InvalidInputError(f"strategy={name!r}: {exc}") from None
