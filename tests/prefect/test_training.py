@@ -250,8 +250,6 @@ def test_threshold_deployment_pauses_reschedules_and_resumes_to_the_same_paramet
     at 7200x, longer than `max_in_process_pause`) and schedules the next run; that run resumes from the
     checkpoint in the clean morning and completes with the same parameters as an uninterrupted run.
     """
-    for name, value in Replay(NIGHT, pd.Timestamp(datetime.now(UTC)), 7200.0).to_env().items():
-        monkeypatch.setenv(name, value)
     deployment_id = deploy(carbon_aware_training, "carbon-threshold-test")
     params = {
         "job": JOB, "zone": "DE", "checkpoint_dir": str(tmp_path / "paused"), "deadline": DEADLINE,
@@ -260,6 +258,9 @@ def test_threshold_deployment_pauses_reschedules_and_resumes_to_the_same_paramet
     }  # fmt: skip
     with get_client(sync_client=True) as client:
         first = client.create_flow_run_from_deployment(deployment_id, parameters=params)
+        # The replay starts now, after the set-up: a slow deploy must not eat the dirty night.
+        for name, value in Replay(NIGHT, pd.Timestamp(datetime.now(UTC)), 7200.0).to_env().items():
+            monkeypatch.setenv(name, value)
         state = run_flow(carbon_aware_training, flow_run=first, parameters=params, return_type="state")
         assert isinstance(state, State) and state.is_completed() and state.name == "Rescheduled", state
         (second,) = [
@@ -282,6 +283,11 @@ def test_threshold_deployment_pauses_reschedules_and_resumes_to_the_same_paramet
 
         while pd.Timestamp(datetime.now(UTC)) < wall_start:
             time.sleep(0.1)
+        # From here grid time runs at a minute a second, continuing from the same grid moment: the morning
+        # stays clean (below 200 until 15:00) however slowly a loaded machine trains the resumed run.
+        now = pd.Timestamp(datetime.now(UTC))
+        for name, value in Replay(clock.trace_time(now), now, 60.0).to_env().items():
+            monkeypatch.setenv(name, value)
         final = run_flow(carbon_aware_training, flow_run=second, parameters=resume, return_type="state")
     assert isinstance(final, State) and final.is_completed() and final.name == "Completed", final
     resumed: dict[str, Any] = final.result()  # type: ignore[assignment]
