@@ -31,7 +31,7 @@ from carbon_flows.rescheduling import current_deployment_run, reschedule_current
 from carbon_flows.sources import SourceSpec, clock_of, resolve_source
 from carbon_sensors.errors import AuthenticationError, CarbonAwareError, InvalidInputError, UnknownZoneError
 from carbon_sensors.planner import plan_window
-from carbon_sensors.timeutil import parse_duration, parse_utc, require_utc, utcnow
+from carbon_sensors.timeutil import parse_duration, parse_utc, utcnow
 
 DEADLINE_TAG = "carbon-aware:deadline:"
 OnNoData = Literal["run", "fail"]
@@ -241,7 +241,7 @@ def resolve_deadline(
     if deadline is not None and within is not None:
         raise InvalidInputError("pass either deadline= or within=, not both")
     if deadline is not None and deadline != "":
-        finish_by = parse_utc(deadline, "deadline") if isinstance(deadline, str) else require_utc(deadline)
+        finish_by = parse_utc(deadline, "deadline")
     else:
         finish_by = now + parse_duration(within or "24h", "within")
         finish_by = min([finish_by, *_inherited_deadlines()])

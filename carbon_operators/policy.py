@@ -60,11 +60,6 @@ def parse_choice(kind: type[_E], value: str | _E, name: str) -> _E:
         ) from None
 
 
-def parse_moment(value: datetime | str, name: str) -> pd.Timestamp:
-    """An aware datetime or an ISO 8601 string with its zone (a rendered template), as UTC."""
-    return parse_utc(value, name) if isinstance(value, str) else require_utc(value, name)
-
-
 def run_reference_time(context: Mapping[str, Any]) -> pd.Timestamp:
     """The wall moment a derived deadline counts from: data interval end, else run-after, else now."""
     if context.get("data_interval_end") is not None:
@@ -85,7 +80,7 @@ def resolve_deadline(
 ) -> pd.Timestamp:
     """The finish-by time in grid time: explicit, or the run's reference time (as grid time) plus allowance."""
     if deadline is not None and deadline != "":
-        return parse_moment(deadline, "deadline")
+        return parse_utc(deadline, "deadline")
     extra = DEFAULT_ALLOWANCE if allowance is None else parse_duration(allowance, "deadline_allowance")
     return clock.to_grid(run_reference_time(context)) + extra
 

@@ -21,14 +21,13 @@ from carbon_operators.policy import (
     failing_bad_input,
     on_outage,
     parse_choice,
-    parse_moment,
     require_future_deadline,
 )
 from carbon_operators.target import CarbonTarget, resolve_target
 from carbon_operators.triggers import ResumeAtTrigger
 from carbon_sensors.errors import CarbonAwareError, InvalidInputError
 from carbon_sensors.planner import Plan, plan_window, plan_zones
-from carbon_sensors.timeutil import parse_duration
+from carbon_sensors.timeutil import parse_duration, parse_utc
 
 
 class CarbonWindowOperator(BaseOperator):
@@ -77,7 +76,7 @@ class CarbonWindowOperator(BaseOperator):
     def _plan(self, target: CarbonTarget, duration: timedelta) -> Plan | None:
         """The best window from now; None (after the outage policy) when no forecast can be had."""
         now = target.clock.now()
-        earliest = parse_moment(self.earliest_start, "earliest_start") if self.earliest_start else None
+        earliest = parse_utc(self.earliest_start, "earliest_start") if self.earliest_start else None
         with failing_bad_input(self.task_id):
             try:
                 forecasts = {

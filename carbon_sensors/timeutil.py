@@ -24,8 +24,11 @@ def require_utc(value: datetime | pd.Timestamp, name: str = "datetime") -> pd.Ti
     return ts.tz_convert("UTC")
 
 
-def parse_utc(text: str, name: str = "datetime") -> pd.Timestamp:
-    """Parse an ISO 8601 string that carries its zone ('2023-06-01T00:00Z', '...+02:00')."""
+def parse_utc(text: str | datetime, name: str = "datetime") -> pd.Timestamp:
+    """An ISO 8601 string that carries its zone ('2023-06-01T00:00Z', '...+02:00'), or an aware datetime, as UTC.
+
+    Both forms reach the boundary: Airflow renders templates to strings, Python callers pass datetimes.
+    """
     try:
         ts = pd.Timestamp(text)
     except (ValueError, TypeError) as exc:
