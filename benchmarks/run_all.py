@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from carbon_sensors.atomic import atomic_write_text
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 # result name -> script and arguments
@@ -34,10 +36,7 @@ def main() -> int:
             failed.append(name)
             continue
         doc = json.loads(proc.stdout)
-        target = RESULTS / f"{name}.json"
-        tmp = target.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(doc, indent=2) + "\n")
-        tmp.replace(target)  # atomic: a crash never leaves a half-written result
+        atomic_write_text(RESULTS / f"{name}.json", json.dumps(doc, indent=2) + "\n")
         print(json.dumps(doc, indent=2)[:2000])
     if failed:
         print(f"failed: {failed}", file=sys.stderr)

@@ -15,7 +15,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from carbon_sensors.emissions import atomic_write, atomic_write_text
+from carbon_sensors.atomic import atomic_write, atomic_write_text
 from carbon_sensors.errors import CheckpointError
 
 LATEST = "LATEST"
