@@ -10,7 +10,6 @@ past the latest start (deadline - remaining_work). A source error gives an expli
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Callable, Mapping
 from datetime import timedelta
@@ -23,10 +22,11 @@ from carbon_sensors.decision import Decision, Strategy
 from carbon_sensors.errors import CarbonAwareError, InvalidInputError, NoDataError
 from carbon_sensors.forecast.combine import provider_then_model
 from carbon_sensors.forecast.model import CalendarLagForecaster
+from carbon_sensors.options import Option, Schema, boolean, choice, duration, number, parse_options
 from carbon_sensors.planner import plan_slots
 from carbon_sensors.providers.base import IntensitySource
 from carbon_sensors.signal import IntensitySignal
-from carbon_sensors.timeutil import parse_duration, require_utc
+from carbon_sensors.timeutil import require_utc
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +252,30 @@ STRATEGIES: dict[str, Callable[..., Strategy]] = {
     "adaptive": AdaptiveStrategy,
     "forecast-window": ForecastWindowStrategy,
 }
+_COMMON: Schema = {"recheck": Option(duration), "on_error": Option(choice("run", "pause"))}
+# The options each strategy takes from JSON (a test keeps them equal to the constructors' keywords).
+STRATEGY_OPTIONS: dict[str, Schema] = {
+    "threshold": {
+        "pause_above": Option(number, required=True),
+        "resume_below": Option(number, required=True),
+        "max_pause": Option(duration, required=True),
+        "max_age": Option(duration),
+        **_COMMON,
+    },
+    "adaptive": {
+        "percentile": Option(number, required=True),
+        "days": Option(number, required=True),
+        "max_age": Option(duration),
+        **_COMMON,
+    },
+    "forecast-window": {
+        "min_chunk": Option(duration),
+        "history_days": Option(number),
+        "horizon": Option(duration),
+        "use_source_forecast": Option(boolean),
+        **_COMMON,
+    },
+}
 
 
 def build_strategy(
@@ -259,30 +283,10 @@ def build_strategy(
 ) -> Strategy:
     """The strategy `name` (a key of `STRATEGIES`) built from JSON-like options, as Airflow and Prefect get them.
 
-    Durations may be strings ('30min', '6h'). A missing, unknown or ill-typed option is an error naming it and
-    what the strategy takes.
+    Options are parsed by `STRATEGY_OPTIONS`: durations as '15min', ISO 8601 ('PT15M') or timedelta, never a
+    bare number. A missing, unknown or ill-typed option is an error naming it and what the strategy takes.
     """
     if name not in STRATEGIES:
         raise InvalidInputError(f"strategy={name!r} is not valid; use one of {list(STRATEGIES)}")
-    cls = STRATEGIES[name]
-    given = dict(options or {})
-    takes = {
-        p.name: p
-        for p in inspect.signature(cls).parameters.values()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
-    }
-    unknown = sorted(set(given) - set(takes))
-    if unknown:
-        raise InvalidInputError(f"strategy={name!r} does not take {unknown}; it takes {sorted(takes)}")
-    missing = [n for n, p in takes.items() if p.default is inspect.Parameter.empty and n not in given]
-    if missing:
-        raise InvalidInputError(f"strategy={name!r} needs {', '.join(f'{n}=' for n in missing)}")
-    kwargs = {
-        key: parse_duration(value, key) if isinstance(value, str) and "timedelta" in str(takes[key].annotation)
-        else value
-        for key, value in given.items()
-    }  # fmt: skip
-    try:
-        return cls(source, zone, **kwargs)
-    except TypeError as exc:
-        raise InvalidInputError(f"strategy={name!r}: {exc}") from None
+    kwargs = parse_options(f"strategy={name!r}", STRATEGY_OPTIONS[name], options)
+    return STRATEGIES[name](source, zone, **kwargs)

@@ -1,0 +1,107 @@
+"""Options as Airflow and Prefect hand them over (JSON-like values) parsed by one typed schema.
+
+Why a schema, not the constructor's annotations: a JSON number where a duration is due must not silently become
+something else (`{"recheck": 900}` once became 900 ns: 35 pause/resume cycles in 5 s, no training step). Each
+option names its parser; a parser returns the typed value or raises `InvalidInputError` naming the option, the
+bad value and how to write a good one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pandas as pd
+
+from carbon_sensors.errors import InvalidInputError
+from carbon_sensors.timeutil import parse_duration
+
+Parser = Callable[[Any, str], Any]
+DURATION_HELP = "e.g. '90s', '15min', '6h', ISO 8601 'PT15M', or a timedelta"
+
+
+def duration(value: Any, name: str) -> timedelta:
+    """A positive duration: '15min' style, ISO 8601 ('PT15M', 'P1DT2H') or a timedelta; never a bare number."""
+    if isinstance(value, int | float):  # bool included: True is no duration either
+        raise InvalidInputError(
+            f"{name}={value!r} is a bare number, which has no unit; write a duration such as "
+            f"'{value}s' or '{value}min' ({DURATION_HELP})"
+        )
+    if isinstance(value, timedelta):
+        return parse_duration(value, name)
+    if not isinstance(value, str):
+        raise InvalidInputError(f"{name}={value!r} is not a duration ({DURATION_HELP})")
+    text = value.strip().upper()
+    if text.startswith(("P", "-P")):
+        try:
+            iso = pd.Timedelta(text).to_pytimedelta()
+        except (ValueError, OverflowError) as exc:
+            raise InvalidInputError(
+                f"{name}={value!r} is not an ISO 8601 duration ({DURATION_HELP})"
+            ) from exc
+        if iso <= timedelta(0):
+            raise InvalidInputError(f"{name}={value!r} must be longer than zero")
+        return iso
+    return parse_duration(value, name)
+
+
+def number(value: Any, name: str) -> float:
+    """A finite number (a numeric string is accepted: Airflow renders templates to strings)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise InvalidInputError(f"{name}={value!r} is not a number; give e.g. {name}=250")
+    try:
+        parsed = float(value)
+    except (ValueError, OverflowError):
+        raise InvalidInputError(f"{name}={value!r} is not a number; give e.g. {name}=250") from None
+    if not math.isfinite(parsed):
+        raise InvalidInputError(f"{name}={value!r} must be a finite number")
+    return parsed
+
+
+def boolean(value: Any, name: str) -> bool:
+    """True/False, or the strings 'true'/'false' (any case) as templates render them."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise InvalidInputError(f"{name}={value!r} is not a boolean; give true or false")
+
+
+def choice(*allowed: str) -> Parser:
+    """One of `allowed` (exact strings)."""
+
+    def parse(value: Any, name: str) -> str:
+        if value not in allowed:
+            raise InvalidInputError(f"{name}={value!r} is not valid; use one of {list(allowed)}")
+        return str(value)
+
+    return parse
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option: how its value is parsed, and whether it must be given (else the constructor's default)."""
+
+    parse: Parser
+    required: bool = False
+
+
+Schema = Mapping[str, Option]
+
+
+def parse_options(what: str, schema: Schema, given: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The options in `given` parsed by `schema`; an unknown, missing or ill-typed one is an error naming it.
+
+    `what` names the thing configured in messages, e.g. "strategy='threshold'".
+    """
+    values = dict(given or {})
+    unknown = sorted(set(values) - set(schema))
+    if unknown:
+        raise InvalidInputError(f"{what} does not take {unknown}; it takes {sorted(schema)}")
+    missing = [key for key, option in schema.items() if option.required and key not in values]
+    if missing:
+        raise InvalidInputError(f"{what} needs {', '.join(f'{key}=' for key in missing)}")
+    return {key: schema[key].parse(value, key) for key, value in values.items()}
