@@ -7,7 +7,6 @@ XCom return value is the emissions report (small JSON: numbers, sources and the 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
@@ -30,6 +29,7 @@ from carbon_operators.triggers import ResumeAtTrigger
 from carbon_sensors import strategies
 from carbon_sensors.decision import Action, Strategy
 from carbon_sensors.errors import CarbonAwareError, InvalidInputError
+from carbon_sensors.paths import run_key
 from carbon_sensors.providers.base import IntensitySource
 from carbon_sensors.training import TrainingJob, TrainingRunner
 
@@ -55,8 +55,11 @@ def build_strategy(
 
 def _run_key(context: Context, task_id: str) -> str:
     dag_run = context.get("dag_run")
-    parts = [getattr(dag_run, "dag_id", None) or "dag", getattr(dag_run, "run_id", None) or "manual", task_id]
-    return "/".join(re.sub(r"[^A-Za-z0-9_.-]+", "_", str(p)) for p in parts)
+    return run_key(
+        dag_id=getattr(dag_run, "dag_id", None) or "dag",
+        run_id=getattr(dag_run, "run_id", None) or "manual",
+        task_id=task_id,
+    )
 
 
 class CarbonAwareTrainingOperator(BaseOperator):

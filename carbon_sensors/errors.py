@@ -96,3 +96,7 @@ class PowerSourceUnavailableError(CarbonAwareError):
 
 class CheckpointError(CarbonAwareError):
     """A training checkpoint is missing, unreadable, or belongs to a different job."""
+
+
+class UnsafePathError(CheckpointError, InvalidInputError):
+    """A checkpoint path (a LATEST pointer, a resume path) would leave its store; the message names both."""

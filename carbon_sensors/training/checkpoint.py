@@ -2,6 +2,7 @@
 
 A checkpoint is written to a temp file in the same folder, fsynced, then renamed over the final name, and a
 `LATEST` pointer is replaced the same way: a process killed mid-write leaves the previous checkpoint intact.
+`LATEST` may only name a checkpoint file of its own folder (a pointer like `../other` is an error).
 Everything stored is a tensor or plain data, so loading never unpickles arbitrary objects.
 """
 
@@ -16,7 +17,8 @@ import numpy as np
 import torch
 
 from carbon_sensors.atomic import atomic_write, atomic_write_text
-from carbon_sensors.errors import CheckpointError
+from carbon_sensors.errors import CheckpointError, UnsafePathError
+from carbon_sensors.paths import confine
 
 LATEST = "LATEST"
 _NAME = re.compile(r"^checkpoint-(\d+)\.pt$")
@@ -54,13 +56,23 @@ def find_checkpoint(path: str | Path) -> Path:
         raise CheckpointError(f"checkpoint {p} does not exist; pass a checkpoint file or a checkpoint folder")
     pointer = p / LATEST
     if pointer.is_file():
-        named = p / pointer.read_text(encoding="utf-8").strip()
+        named = _pointed_at(p, pointer.read_text(encoding="utf-8").strip())
         if named.is_file():
             return named
     files = list_checkpoints(p)
     if not files:
         raise CheckpointError(f"no checkpoint in {p} (expected files named like {checkpoint_name(0)})")
     return files[-1]
+
+
+def _pointed_at(folder: Path, name: str) -> Path:
+    """The file a LATEST pointer names: a bare checkpoint file name inside `folder`, never a path elsewhere."""
+    if not _NAME.match(name):
+        raise UnsafePathError(
+            f"{folder / LATEST} holds {name!r}; it must hold a checkpoint file name of this folder, "
+            f"like {checkpoint_name(0)!r}"
+        )
+    return Path(confine(folder / name, folder, "the checkpoint LATEST names"))
 
 
 def load_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
