@@ -210,8 +210,7 @@ class CarbonAwareTrainingOperator(BaseOperator):
         checkpoint = None if result.checkpoint_path is None else store.publish(result.checkpoint_path)
         if result.status == "paused":
             assert result.paused_until is not None and checkpoint is not None
-            left = (job.total_steps() or result.steps_done) - result.steps_done
-            remaining = left * (runner.step_seconds or 0.0)
+            remaining = runner.guard.strategy_work(runner.remaining_work()).total_seconds()
             pause = _Pause(checkpoint, deferrals + 1, remaining, _paused_since(strategy))
             reason = "" if result.decision is None else result.decision.reason
             self._defer(target, result.paused_until, f"step {result.steps_done}: {reason}", pause)

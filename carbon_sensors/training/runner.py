@@ -1,7 +1,8 @@
 """The carbon-aware PyTorch training loop: steps, energy windows, cheap strategy checks, pause by checkpoint.
 
-Between steps the runner asks a cached decision (refreshed at most every `decision_refresh_seconds`). On a
-pause it checkpoints everything a bitwise-identical continuation needs (model, optimizer, scheduler, grad
+Between steps the runner asks a cached decision (refreshed at most every `decision_refresh_seconds` of the
+runner's `clock`, which is grid time under replay, as are the measurement windows and step times), through the
+deadline guard (`carbon_sensors.deadline`), which wins over any strategy. On a pause it checkpoints everything a bitwise-identical continuation needs (model, optimizer, scheduler, grad
 scaler, every RNG, the epoch's starting RNG so the loader's shuffle can be replayed, the position in the
 epoch, the emissions ledger) and returns "paused until" instead of blocking a worker.
 """
@@ -19,6 +20,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from carbon_sensors.deadline import DeadlineGuard, StepTimes, WorkEstimate, estimate_work
 from carbon_sensors.decision import Action, Decision, Strategy
 from carbon_sensors.emissions import EmissionsLedger, IntensityLookup, read_jsonl
 from carbon_sensors.errors import CheckpointError, InvalidInputError
@@ -54,6 +56,8 @@ class TrainingRunner:
         measure_every_seconds: float = 10.0,
         wait_poll_seconds: float = 1.0,
         keep_checkpoints: int = 2,
+        expected_duration: timedelta | None = None,
+        resume_overhead: timedelta = timedelta(0),
     ) -> None:
         for name, value in (("decision_refresh_seconds", decision_refresh_seconds),
                             ("measure_every_seconds", measure_every_seconds)):  # fmt: skip
@@ -63,9 +67,9 @@ class TrainingRunner:
             raise InvalidInputError(
                 f"checkpoint_every_steps={checkpoint_every_steps} must be at least 1 (or None)"
             )
-        if estimated_step_seconds is not None and not estimated_step_seconds > 0:
+        if expected_duration is not None and expected_duration <= timedelta(0):
             raise InvalidInputError(
-                f"estimated_step_seconds={estimated_step_seconds} must be positive (or None)"
+                f"expected_duration={expected_duration} must be longer than zero (or None)"
             )
         if not wait_poll_seconds > 0 or keep_checkpoints < 1:
             raise InvalidInputError(
@@ -76,6 +80,8 @@ class TrainingRunner:
         self.strategy = strategy
         self.zone = zone
         self.deadline = None if deadline is None else require_utc(deadline, "deadline")
+        self.expected_duration = expected_duration
+        self.guard = DeadlineGuard(self.deadline, resume_overhead=resume_overhead)
         self.clock: Callable[[], pd.Timestamp] = clock if clock is not None else utcnow
         self.checkpoint_every_steps = checkpoint_every_steps
         self.decision_refresh_seconds = decision_refresh_seconds
@@ -90,12 +96,12 @@ class TrainingRunner:
         self.epoch = 0
         self.step_in_epoch = 0
         self.steps_done = 0
-        self.step_seconds = estimated_step_seconds  # clock seconds per step (replay-aware), measured as we go
+        self.step_times = StepTimes(prior=estimated_step_seconds)  # clock (grid) seconds, measured as we go
+        self.worked = timedelta(0)  # clock time spent in steps, across resumes
         self.epochs: list[dict[str, Any]] = []
         self._epoch_rng: dict[str, Any] | None = None
         self._last_loss: torch.Tensor | None = None
         self._decision: Decision | None = None
-        self._deadline_forced_run: Decision | None = None
         self.ledger: EmissionsLedger | None = None
         # the open energy window
         self._key = f"runner-{id(self)}"
@@ -140,25 +146,26 @@ class TrainingRunner:
     def _loop(self, monitor: PowerMonitor, wait_in_process: bool) -> TrainingResult:
         job = self.job
         job.model.train()
-        total = job.total_steps()
         per_epoch = job.steps_per_epoch()
-        next_decision = time.monotonic() if self.step_seconds is not None else float("inf")
         self._open_window(monitor)
+        now = self.clock()  # read once per step: the end of one step is the start of the next
+        # The first decision waits for a timed step (or a prior), so the guard never decides on nothing.
+        next_decision: pd.Timestamp | None = now if self.step_times.known else None
         iterator: Iterator[Any] | None = None
         while self.epoch < job.epochs and (job.max_steps is None or self.steps_done < job.max_steps):
             if self._stop.is_set():
                 return self._finish(monitor, "stopped", None)
-            now_mono = time.monotonic()
-            if now_mono >= next_decision:
-                decision = self._decide(total)
-                next_decision = now_mono + self.decision_refresh_seconds
+            if next_decision is not None and now >= next_decision:
+                decision = self._decide(now)
+                next_decision = now + timedelta(seconds=self.decision_refresh_seconds)
                 if decision.action is not Action.RUN:
                     assert decision.until is not None
                     if not wait_in_process:
                         return self._finish(monitor, "paused", decision)
                     if not self._wait(monitor, decision):
                         return self._finish(monitor, "stopped", None)
-                    next_decision = time.monotonic()
+                    self.step_times.restart()
+                    now = next_decision = self.clock()
                     continue
             if iterator is None:
                 iterator = self._open_epoch(monitor)
@@ -169,20 +176,21 @@ class TrainingRunner:
                 iterator = None
                 continue
             self._train_step(batch)
+            end = self.clock()
+            self.step_times.add((end - now).total_seconds())
+            self.worked += end - now
+            now = end
             self.steps_done += 1
             self.step_in_epoch += 1
             self._window_steps += 1
-            if self.step_seconds is None:  # a first estimate of remaining work, so the strategy can be asked
-                elapsed = (self.clock() - self._window_clock).total_seconds()
-                self.step_seconds = max(1e-6, elapsed / self._window_steps)
+            if next_decision is None and self.step_times.known:
+                next_decision = now
             if per_epoch is not None and self.step_in_epoch >= per_epoch:
                 self._end_epoch(monitor)  # eagerly, so a pause here never replays a whole epoch on resume
                 iterator = None
-            elif time.monotonic() - self._window_mono >= self.measure_every_seconds:
+            elif self._window_due(now):
                 self._close_window(monitor)
                 self._open_window(monitor)
-            if next_decision == float("inf") and self.step_seconds is not None:
-                next_decision = time.monotonic()
             if self.checkpoint_every_steps and self.steps_done % self.checkpoint_every_steps == 0:
                 self._close_window(monitor)  # so the checkpoint's ledger holds all energy up to this step
                 self._open_window(monitor)
@@ -269,16 +277,17 @@ class TrainingRunner:
         self._window_mono = time.monotonic()
         self._window_steps = 0
 
+    def _window_due(self, now: pd.Timestamp) -> bool:
+        """`measure_every_seconds` of clock (grid) time have passed, and at least a second of wall time (or
+        `measure_every_seconds` if shorter), since energy counters update only about every 100 ms."""
+        grid = (now - self._window_clock).total_seconds()
+        wall = time.monotonic() - self._window_mono
+        return grid >= self.measure_every_seconds and wall >= min(self.measure_every_seconds, 1.0)
+
     def _close_window(self, monitor: PowerMonitor, label: str | None = None) -> None:
         assert self.ledger is not None
         measured = monitor.end_window(f"{self._key}:interval")
         end = self.clock()
-        if self._window_steps:
-            per_step = (end - self._window_clock).total_seconds() / self._window_steps
-            if per_step > 0:
-                self.step_seconds = (
-                    per_step if self.step_seconds is None else 0.7 * self.step_seconds + 0.3 * per_step
-                )
         self.ledger.add_energy(self._window_clock, end, measured.joules, measured.sources, label=label)
         self._epoch_energy["joules"] += measured.total_joules
         self._epoch_energy["seconds"] += measured.seconds
@@ -287,24 +296,19 @@ class TrainingRunner:
         return None if self._last_loss is None else float(self._last_loss.float().item())
 
     # --- decisions -----------------------------------------------------------------------------------------
-    def _remaining_work(self, total: int | None) -> timedelta:
-        if total is None or self.step_seconds is None:
-            return timedelta(0)
-        return timedelta(seconds=max(0, total - self.steps_done) * self.step_seconds)
+    def remaining_work(self) -> WorkEstimate:
+        """The work left, from measured step times, else `expected_duration`, else unknown (see the guard)."""
+        total = self.job.total_steps()
+        return estimate_work(
+            steps_left=None if total is None else total - self.steps_done,
+            step_times=self.step_times,
+            expected_duration=self.expected_duration,
+            worked=self.worked,
+        )
 
-    def _decide(self, total: int | None) -> Decision:
+    def _decide(self, now: pd.Timestamp) -> Decision:
         assert self.ledger is not None
-        if self.strategy is None:
-            return Decision.run("no strategy: run")
-        if self._deadline_forced_run is not None:
-            return self._deadline_forced_run  # once the deadline forced a run, it runs to the end
-        now = self.clock()
-        remaining = self._remaining_work(total)
-        decision = self.strategy.decide(now, remaining_work=remaining, deadline=self.deadline)
-        if decision.action is not Action.RUN and self.deadline is not None:
-            decision = _guard_deadline(decision, now, self.deadline - remaining)
-            if decision.action is Action.RUN:
-                self._deadline_forced_run = decision
+        decision = self.guard.ask(self.strategy, now, self.remaining_work())
         if decision.fallback and (self._decision is None or self._decision.reason != decision.reason):
             self.ledger.note(f"strategy fallback: {decision.reason}")
         self._decision = decision
@@ -336,7 +340,9 @@ class TrainingRunner:
             "rng": capture_rng(self._generators()),
             "epoch_rng": self._epoch_rng,
             "progress": {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "steps_done": self.steps_done,
-                         "step_seconds": self.step_seconds, "epoch_energy": dict(self._epoch_energy)},
+                         "step_times": self.step_times.to_list(), "worked_seconds": self.worked.total_seconds(),
+                         "epoch_energy": dict(self._epoch_energy)},
+            "deadline_guard": self.guard.to_state(),
             "epochs": list(self.epochs),
             "ledger": self.ledger.to_records(),
         }  # fmt: skip
@@ -361,8 +367,12 @@ class TrainingRunner:
         progress = state["progress"]
         self.epoch, self.step_in_epoch = int(progress["epoch"]), int(progress["step_in_epoch"])
         self.steps_done = int(progress["steps_done"])
-        if progress["step_seconds"] is not None:
-            self.step_seconds = float(progress["step_seconds"])
+        if progress.get("step_times"):
+            self.step_times = StepTimes(progress["step_times"])
+        elif progress.get("step_seconds") is not None:  # a checkpoint from before per-step times
+            self.step_times = StepTimes(prior=float(progress["step_seconds"]))
+        self.worked = timedelta(seconds=float(progress.get("worked_seconds", 0.0)))
+        self.guard.restore(state.get("deadline_guard"))
         self.epochs = list(state["epochs"])
         self._epoch_energy = {k: float(v) for k, v in progress["epoch_energy"].items()}
         self._epoch_rng = state["epoch_rng"]
@@ -417,19 +427,3 @@ class TrainingRunner:
             epochs=list(self.epochs),
             power_notes=monitor.notes(),
         )
-
-
-def _guard_deadline(decision: Decision, now: pd.Timestamp, latest_start: pd.Timestamp) -> Decision:
-    """Deadlines are sacred: never hold past the latest start that still finishes by the deadline."""
-    assert decision.until is not None
-    if now >= latest_start:
-        return Decision.run(
-            f"deadline guard: running now to finish by the deadline (the strategy said: {decision.reason})",
-            intensity=decision.intensity, source=decision.source, fallback=decision.fallback,
-        )  # fmt: skip
-    if decision.until > latest_start:
-        return Decision(
-            decision.action, f"{decision.reason}; held only until {latest_start.isoformat()} to meet the deadline",
-            until=latest_start, intensity=decision.intensity, source=decision.source, fallback=decision.fallback,
-        )  # fmt: skip
-    return decision

@@ -28,13 +28,16 @@ def test_deadline_guard_clamps_a_pause_then_overrides_it(tmp_path: Path, monitor
     kw = {"checkpoint_dir": tmp_path, "strategy": AlwaysPause(hours=10), "deadline": deadline, "clock": clock,
           "monitor": monitor, "decision_refresh_seconds": 0.0, "estimated_step_seconds": 60.0}  # fmt: skip
     first = TrainingRunner(build_job(1), **kw).run()  # type: ignore[arg-type]
-    # 24 steps x 60 s = 24 min of work: the latest start that finishes by 01:00 is 00:36, not 10:00
-    assert first.status == "paused" and first.paused_until == START + timedelta(minutes=36)
+    # 24 steps x 60 s = 24 min of work, 26.4 min at most (10% margin): the latest start that finishes by
+    # 01:00 is 00:33:36, not 10:00
+    latest = START + timedelta(minutes=33, seconds=36)
+    assert first.status == "paused" and first.paused_until == latest
     assert first.decision is not None and "to meet the deadline" in first.decision.reason
-    clock.now = START + timedelta(minutes=36)
+    clock.now = latest
     second = TrainingRunner(build_job(1), **kw).run(resume_from=tmp_path)  # type: ignore[arg-type]
     assert second.status == "completed" and second.steps_done == 24
-    assert second.decision is not None and second.decision.reason.startswith("deadline guard: running now")
+    assert second.decision is not None and second.decision.reason.startswith("deadline guard: 0:24:00 of work left")
+    assert "running now to the end" in second.decision.reason
     assert any(f.startswith("strategy fallback: grid is dirty") for f in second.report.fallbacks)
 
 
