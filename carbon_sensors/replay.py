@@ -2,11 +2,19 @@
 
 Why: a demo (or a test) can watch a day of real grid data pass in a minute. The mapping is a pure function of
 three numbers, so it travels to other processes (Airflow triggerer, Prefect worker) through the environment.
+
+One epoch per process chain: without `CARBON_AWARE_REPLAY_WALL_START` the first reading fixes it to "now" and
+writes it back into the environment, so later readings and child processes share one grid clock. A process
+that does not inherit the environment (an Airflow task resumed after a deferral, a rescheduled Prefect run)
+gets it handed on (`replay_handoff()`) and takes it on (`adopt_replay()`). Before, every reading restarted the
+clock and a rescheduled run saw the same dirty hour again, forever.
 """
 
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -18,6 +26,8 @@ from carbon_sensors.timeutil import parse_utc, require_utc, utcnow
 ENV_START = "CARBON_AWARE_REPLAY_START"
 ENV_WALL_START = "CARBON_AWARE_REPLAY_WALL_START"
 ENV_SPEED = "CARBON_AWARE_REPLAY_SPEED"
+ENV_NAMES = (ENV_START, ENV_WALL_START, ENV_SPEED)
+_EPOCH_LOCK = threading.Lock()  # two threads reading first must fix one epoch, not two
 
 
 @dataclass(frozen=True)
@@ -60,19 +70,37 @@ class Replay:
         }
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None) -> Replay | None:
-        """The replay configured in the environment, or None when replay is off."""
+    def from_env(cls, environ: MutableMapping[str, str] | None = None) -> Replay | None:
+        """The replay configured in the environment, or None when replay is off.
+
+        Without a wall start the first call fixes it to now and writes it into `environ` (see the module).
+        """
         env = os.environ if environ is None else environ
         if not env.get(ENV_START):
             return None
-        wall = env.get(ENV_WALL_START)
+        with _EPOCH_LOCK:
+            wall = env.get(ENV_WALL_START) or env.setdefault(ENV_WALL_START, utcnow().isoformat())
         try:
             speed = float(env.get(ENV_SPEED, "1"))
         except ValueError:
             raise InvalidInputError(f"{ENV_SPEED}={env.get(ENV_SPEED)!r} is not a number") from None
-        return cls(
-            parse_utc(env[ENV_START], ENV_START), parse_utc(wall, ENV_WALL_START) if wall else utcnow(), speed
-        )
+        return cls(parse_utc(env[ENV_START], ENV_START), parse_utc(wall, ENV_WALL_START), speed)
+
+
+def replay_handoff() -> dict[str, str]:
+    """This process chain's replay settings, epoch included, for a process or run started later ({} if off)."""
+    replay = Replay.from_env()
+    return {} if replay is None else replay.to_env()
+
+
+def adopt_replay(settings: Mapping[str, str]) -> None:
+    """Take on the replay settings an earlier process of this chain handed on: its epoch wins over our own."""
+    foreign = sorted(set(settings) - set(ENV_NAMES))
+    if foreign:
+        raise InvalidInputError(f"{foreign} is not a replay setting; expected only {list(ENV_NAMES)}")
+    if settings:
+        Replay.from_env(dict(settings))  # refuse bad values before they reach the environment
+        os.environ.update(settings)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from datetime import timedelta
 
 import pandas as pd
@@ -9,7 +12,16 @@ import pytest
 
 from carbon_sensors.errors import InvalidInputError, NoDataError
 from carbon_sensors.providers import IntensitySource, TraceProvider
-from carbon_sensors.replay import GridClock, Replay
+from carbon_sensors.providers.registry import make_source
+from carbon_sensors.replay import (
+    ENV_SPEED,
+    ENV_START,
+    ENV_WALL_START,
+    GridClock,
+    Replay,
+    adopt_replay,
+    replay_handoff,
+)
 
 WALL = pd.Timestamp("2026-11-28T12:00Z")
 TRACE = pd.Timestamp("2023-06-01T00:00Z")
@@ -68,3 +80,39 @@ def test_grid_clock_is_identity_live_and_converts_under_replay() -> None:
     assert clock.to_grid(WALL + timedelta(seconds=3)) == TRACE + timedelta(hours=3)
     assert clock.wall_duration(timedelta(hours=1)) == timedelta(seconds=1)
     assert clock.grid_duration(timedelta(seconds=1)) == timedelta(hours=1)
+
+
+def test_without_a_wall_start_the_first_reading_fixes_the_epoch_for_the_process_chain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reproduced: each `make_source("trace")` restarted the replay clock (two calls 2 s apart gave 20:00:01
+    and 19:00:00), so every rescheduled run saw the same dirty hour again."""
+    monkeypatch.setenv(ENV_START, "2023-07-04T05:00Z")
+    monkeypatch.setenv(ENV_SPEED, "3600")
+    monkeypatch.delenv(ENV_WALL_START, raising=False)
+    first = TraceProvider(replay=Replay.from_env()).replay
+    time.sleep(0.3)  # 18 trace minutes at this speed
+    source = make_source("trace")
+    assert isinstance(source, TraceProvider)
+    second = source.replay
+    assert first is not None and first == second == Replay.from_env()
+    assert GridClock.from_env().now() >= second.trace_time(second.wall_start + timedelta(seconds=0.3))
+    child = subprocess.run(
+        [sys.executable, "-c", "from carbon_sensors.replay import Replay; print(Replay.from_env().wall_start)"],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    assert pd.Timestamp(child.stdout.strip()) == first.wall_start  # a child process replays on the same clock
+
+
+def test_replay_handoff_carries_the_chain_epoch_and_adopting_it_rejoins_the_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(ENV_START, raising=False)
+    assert replay_handoff() == {}  # replay off: nothing to hand on
+    replay = Replay(TRACE, WALL, speed=60.0)
+    monkeypatch.setenv(ENV_START, TRACE.isoformat())
+    monkeypatch.setenv(ENV_WALL_START, (WALL + timedelta(hours=1)).isoformat())  # this process's own epoch
+    adopt_replay(replay.to_env())  # e.g. from a deferral's state: the chain's epoch wins
+    assert Replay.from_env() == replay and replay_handoff() == replay.to_env()
+    with pytest.raises(InvalidInputError, match="not a replay setting"):
+        adopt_replay({"PATH": "/tmp"})
