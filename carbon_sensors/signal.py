@@ -12,10 +12,12 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from carbon_sensors.errors import IncompatibleSignalsError, InvalidInputError, NoDataError
 from carbon_sensors.timeutil import require_utc
+from carbon_sensors.validation import MAX_INTENSITY, intensity_problem
 
 UNIT = "gCO2eq/kWh"
 
@@ -69,9 +71,22 @@ class IntensitySignal:
             )
         if self.resolution <= pd.Timedelta(0):
             raise InvalidInputError(f"{self.zone}: resolution must be positive, got {self.resolution}")
+        self._check_values()
         for name, band in (("lower", self.lower), ("upper", self.upper)):
             if band is not None and not band.index.equals(index):
                 raise InvalidInputError(f"{self.zone}: {name} band must share the signal's index")
+
+    def _check_values(self) -> None:
+        """Refuse inf, negative and absurd values: a missing value is NaN (a gap), never a number."""
+        values = self.values.to_numpy(dtype="float64", na_value=np.nan)
+        bad = ~np.isnan(values) & ~((values >= 0) & (values <= MAX_INTENSITY))
+        if bad.any():
+            first = int(bad.nonzero()[0][0])
+            value = float(values[first])
+            raise InvalidInputError(
+                f"{self.zone} ({self.source}): value {value!r} at {self.values.index[first].isoformat()} is not "
+                f"{intensity_problem(value)} ({int(bad.sum())} such value(s)); mark a missing value as NaN"
+            )
 
     # --- basic facts -------------------------------------------------------------------------------------
     def __len__(self) -> int:

@@ -17,6 +17,7 @@ import pandas as pd
 
 from carbon_sensors.errors import TraceError, TraceQualityError
 from carbon_sensors.signal import IntensitySignal, SignalKind, infer_resolution, make_signal
+from carbon_sensors.validation import EARLIEST, LATEST, MAX_INTENSITY, intensity_problem, short_repr
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,10 @@ _TIME_COLUMNS = ("timestamp", "datetime (utc)", "datetime", "time", "from", "poi
 _VALUE_COLUMNS = ("value", "intensity", "carbon_intensity", "carbon intensity", "actual", "moer")
 _EM_LCA = "Carbon Intensity gCO₂eq/kWh (LCA)"
 _EM_DIRECT = "Carbon Intensity gCO₂eq/kWh (direct)"
+_MISSING = ("", "nan", "NaN", "None", "null")
+MAX_PERIODS = 10_000_000
+"""A trace may span at most this many periods of its resolution (10 years of minutes); a sparser file is
+malformed, and listing its gaps would exhaust memory."""
 
 
 @dataclass(frozen=True)
@@ -60,12 +65,20 @@ def read_trace(
         raise TraceError(f"trace file {file} does not exist or is not a file")
     table = _read_table(file, column, assume_utc)
     series = _parse(file, table)
+    resolution = infer_resolution(series.index) if len(series) > 1 else pd.Timedelta(hours=1)
+    periods = (series.index[-1] - series.index[0]) / resolution
+    if periods > MAX_PERIODS:
+        raise TraceError(
+            f"{file}: {len(series)} rows spread from {series.index[0].isoformat()} to "
+            f"{series.index[-1].isoformat()} at a {format_step(resolution)} step make {periods:.0f} periods "
+            f"(at most {MAX_PERIODS}); split the file or fix its timestamps"
+        )
     signal = make_signal(
         series,
         zone=zone or table.zone or file.name.split(".")[0],
         kind=kind,
         source=table.source,
-        resolution=infer_resolution(series.index) if len(series) > 1 else pd.Timedelta(hours=1),
+        resolution=resolution,
     )
     return apply_gap_policy(signal, gaps, where=str(file))
 
@@ -106,14 +119,14 @@ def _read_table(file: Path, column: str | None, assume_utc: bool) -> _Table:
     suffixes = "".join(file.suffixes).lower()
     try:
         if suffixes.endswith(".parquet"):
-            return _from_frame(file, pd.read_parquet(file).astype(str), column, assume_utc, first_line=1)
+            return _from_frame(file, _text(pd.read_parquet(file)), column, assume_utc, first_line=1)
         if suffixes.endswith(".json"):
             return _from_json(file, column, assume_utc)
         frame = pd.read_csv(file, dtype=str, keep_default_na=False, encoding="utf-8")
     except TraceError:
         raise
-    except (OSError, UnicodeDecodeError, ValueError, json.JSONDecodeError) as exc:
-        raise TraceError(f"cannot read trace file {file}: {exc}") from exc
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError covers bad UTF-8, JSON and CSV
+        raise TraceError(f"cannot read trace file {file}: {short_repr(str(exc))}") from exc
     return _from_frame(file, frame, column, assume_utc, first_line=2)
 
 
@@ -121,6 +134,7 @@ def _from_frame(
     file: Path, frame: pd.DataFrame, column: str | None, assume_utc: bool, first_line: int
 ) -> _Table:
     lines = pd.Series(range(first_line, first_line + len(frame)), index=frame.index)
+    frame.columns = [str(c) for c in frame.columns]
     cols = {c.strip().lower(): c for c in frame.columns}
     if _EM_LCA in frame.columns:  # Electricity Maps portal export; its time column is declared UTC
         pick = {"lifecycle": _EM_LCA, "lca": _EM_LCA, "direct": _EM_DIRECT, None: _EM_LCA}
@@ -151,10 +165,19 @@ def _from_json(file: Path, column: str | None, assume_utc: bool) -> _Table:
             f"{file}: expected a JSON list of objects or an object with a 'data' list, "
             "each object with a timestamp and a value"
         )
-    table = _from_frame(file, pd.DataFrame(rows).astype(str), column, assume_utc, first_line=1)
+    if not rows:
+        raise TraceError(f"{file}: no data rows (an empty list); expected one object per period")
+    table = _from_frame(file, _text(pd.DataFrame(rows)), column, assume_utc, first_line=1)
     zone = doc.get("zone") if isinstance(doc, dict) else None
+    if zone is not None and not isinstance(zone, str):
+        raise TraceError(f"{file}: 'zone' is {short_repr(zone)}; expected a zone name such as 'DE'")
     source = doc.get("source") if isinstance(doc, dict) and doc.get("source") else table.source
-    return replace(table, zone=zone, source=str(source))
+    return replace(table, zone=zone, source=short_repr(source) if not isinstance(source, str) else source)
+
+
+def _text(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every cell as text, a missing one as '' (as the CSV reader gives them)."""
+    return frame.astype(str).fillna("")
 
 
 def _require_column(file: Path, frame: pd.DataFrame, name: Any) -> None:
@@ -164,46 +187,61 @@ def _require_column(file: Path, frame: pd.DataFrame, name: Any) -> None:
 
 # --- parsing with line numbers ---------------------------------------------------------------------------
 def _parse(file: Path, table: _Table) -> pd.Series:
-    raw_times = table.times.str.strip()
-    times = pd.to_datetime(raw_times, errors="coerce", utc=False, format="ISO8601")
-    bad_time = times.isna()
-    if bad_time.any():
-        _bad_row(
-            file, table, bad_time, "timestamp", raw_times, "an ISO 8601 datetime, e.g. 2023-06-01T00:00Z"
-        )
-    times = _to_utc(file, table, raw_times, times)
+    if table.times.empty:
+        raise TraceError(f"{file}: no data rows, only a header; expected one row per period")
+    times = _times(file, table)
     raw_values = table.values.str.strip()
-    empty = raw_values.isin(["", "nan", "NaN", "None", "null"])
+    empty = raw_values.isin(_MISSING)
+    if empty.all():
+        raise TraceError(
+            f"{file}: all {len(empty)} values are empty (column {table.values.name!r}); expected numbers in "
+            "gCO2eq/kWh (pass column=... if another column holds them)"
+        )
     values = pd.to_numeric(raw_values.where(~empty), errors="coerce")
     bad_value = values.isna() & ~empty
     if bad_value.any():
         _bad_row(file, table, bad_value, "value", raw_values, "a number in gCO2eq/kWh")
-    negative = values < 0
-    if negative.any():
-        _bad_row(file, table, negative, "value", raw_values, "a number >= 0 (gCO2eq/kWh)")
+    out_of_range = ~empty & ~values.between(0.0, MAX_INTENSITY)
+    if out_of_range.any():
+        first = float(values[out_of_range].iloc[0])
+        _bad_row(file, table, out_of_range, "value", raw_values, str(intensity_problem(first)))
     series = pd.Series(values.to_numpy(dtype="float64"), index=pd.DatetimeIndex(times), name="intensity")
     duplicated = series.index.duplicated(keep=False)
     if duplicated.any():
         dup_lines = table.lines[duplicated].tolist()[:6]
-        first = series.index[duplicated][0].isoformat()
+        first_dup = series.index[duplicated][0].isoformat()
         raise TraceQualityError(
-            f"{file}: duplicate timestamps, first {first} (lines {dup_lines}); each period must appear once"
+            f"{file}: duplicate timestamps, first {first_dup} (lines {dup_lines}); each period must appear once"
         )
     return series.sort_index()
 
 
-def _to_utc(file: Path, table: _Table, raw: pd.Series, times: pd.Series) -> pd.Series:
-    if isinstance(times.dtype, pd.DatetimeTZDtype):
-        return pd.Series(times.dt.tz_convert("UTC"))
-    if times.dtype == object:  # mixed offsets: parse each with utc=True
-        return pd.Series(pd.to_datetime(raw, utc=True, format="ISO8601"))
+def _times(file: Path, table: _Table) -> pd.Series:
+    """The time column as UTC; rows may carry different offsets (a DST switch in local time)."""
+    raw = table.times.str.strip()
+    parsed = pd.to_datetime(raw, errors="coerce", utc=True, format="ISO8601")
+    bad = parsed.isna() | (parsed < EARLIEST) | (parsed >= LATEST)
+    if bad.any():
+        expected = f"an ISO 8601 datetime between {EARLIEST:%Y} and {LATEST:%Y}, e.g. 2023-06-01T00:00Z"
+        _bad_row(file, table, bad, "timestamp", raw, expected)
     if not table.assume_utc:
-        line = int(table.lines.iloc[0])
-        raise TraceError(
-            f"{file}, line {line}: timestamp {raw.iloc[0]!r} has no time zone; add an offset "
-            "(e.g. '2023-06-01T00:00Z') or pass assume_utc=True (CLI: --assume-utc) if the file is UTC"
-        )
-    return pd.Series(times.dt.tz_localize("UTC"))
+        naive = _naive(raw)
+        if naive.any():
+            line = int(table.lines[naive].iloc[0])
+            raise TraceError(
+                f"{file}, line {line}: timestamp {raw[naive].iloc[0]!r} has no time zone; add an offset "
+                "(e.g. '2023-06-01T00:00Z') or pass assume_utc=True (CLI: --assume-utc) if the file is UTC"
+            )
+    return parsed
+
+
+def _naive(raw: pd.Series) -> pd.Series:
+    """True for each timestamp written without a zone."""
+    try:
+        local = pd.to_datetime(raw, format="ISO8601")
+    except ValueError:  # offsets differ between rows, or some rows have none: look at each one
+        return raw.map(lambda text: pd.Timestamp(text).tzinfo is None)
+    return pd.Series(not isinstance(local.dtype, pd.DatetimeTZDtype), index=raw.index)
 
 
 def _bad_row(file: Path, table: _Table, mask: pd.Series, what: str, raw: pd.Series, expected: str) -> None:
@@ -211,4 +249,6 @@ def _bad_row(file: Path, table: _Table, mask: pd.Series, what: str, raw: pd.Seri
     line = int(table.lines.iloc[first])
     count = int(mask.sum())
     more = f" ({count - 1} more bad row(s) after it)" if count > 1 else ""
-    raise TraceError(f"{file}, line {line}: bad {what} {raw.iloc[first]!r}; expected {expected}{more}")
+    raise TraceError(
+        f"{file}, line {line}: bad {what} {short_repr(raw.iloc[first])}; expected {expected}{more}"
+    )

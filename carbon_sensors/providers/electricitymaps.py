@@ -13,13 +13,14 @@ import pandas as pd
 
 from carbon_sensors.errors import AuthenticationError, InvalidInputError
 from carbon_sensors.providers.http import Exchange, Request, Secret
-from carbon_sensors.providers.live import LiveProvider, iso_z, parse_time, secret_from, windows
+from carbon_sensors.providers.live import LiveProvider, iso_z, secret_from, windows
 from carbon_sensors.signal import IntensityReading, IntensitySignal, SignalKind
 
 TOKEN_ENV = "ELECTRICITYMAPS_API_TOKEN"
 RECENT = timedelta(hours=24)  # what /history covers
 PAST_RANGE_LIMIT = timedelta(days=10)  # the API's cap per past-range request at hourly granularity
 FACTOR_TYPES = ("lifecycle", "direct")
+FIELDS = ("datetime", "carbonIntensity")  # (time, value) keys of every data point
 
 
 class ElectricityMapsProvider(LiveProvider):
@@ -64,8 +65,8 @@ class ElectricityMapsProvider(LiveProvider):
 
     def latest_exchange(self, zone: str, now: pd.Timestamp) -> Exchange[IntensityReading]:
         body = self._json((yield self.request(zone, "/v3/carbon-intensity/latest")), zone)
-        value, moment = self.field(zone, lambda: (body["carbonIntensity"], body["datetime"]))
-        return self.reading(zone, value, moment, now)
+        value, moment = self.field(zone, "latest", lambda: (body["carbonIntensity"], body["datetime"]))
+        return self.reading(zone, value, moment, now, fields=FIELDS)
 
     def history_exchange(
         self, zone: str, start: pd.Timestamp, end: pd.Timestamp
@@ -81,7 +82,7 @@ class ElectricityMapsProvider(LiveProvider):
                     (yield self.request(zone, "/v3/carbon-intensity/past-range", **params)), zone
                 )
                 points += self._rows(zone, body, "data")
-        sig = self.signal(zone, points, what="history", resolution=pd.Timedelta(hours=1))
+        sig = self.signal(zone, points, what="history", fields=FIELDS, resolution=pd.Timedelta(hours=1))
         return self.clip(zone, sig, start, end)
 
     def forecast_exchange(
@@ -95,15 +96,16 @@ class ElectricityMapsProvider(LiveProvider):
             zone,
             points,
             what="forecast",
+            fields=FIELDS,
             resolution=pd.Timedelta(hours=1),
-            issued_at=None if issued is None else self.field(zone, lambda: parse_time(issued, "updatedAt")),
+            issued_at=None if issued is None else self.moment(zone, "updatedAt", issued),
         )
         begin = start if start is not None else now.floor("1h")
         return self.clip(zone, sig, begin, begin + horizon, forecast=True)
 
     def _rows(self, zone: str, body: Any, key: str) -> list[tuple[Any, Any]]:
         """(datetime, carbonIntensity) pairs from the list under `key`."""
-        return self.field(zone, lambda: [(row["datetime"], row["carbonIntensity"]) for row in body[key]])
+        return self.field(zone, key, lambda: [(row["datetime"], row["carbonIntensity"]) for row in body[key]])
 
 
 def _horizon_hours(horizon: timedelta) -> int:

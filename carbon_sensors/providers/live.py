@@ -8,6 +8,7 @@ names provider, zone and cause and never a credential.
 from __future__ import annotations
 
 import json
+import math
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterable
@@ -42,6 +43,7 @@ from carbon_sensors.providers.http import (
 )
 from carbon_sensors.signal import IntensityReading, IntensitySignal, SignalKind, make_signal
 from carbon_sensors.timeutil import require_utc, utcnow
+from carbon_sensors.validation import EARLIEST, LATEST, MAX_INTENSITY, intensity_problem, short_repr
 
 T = TypeVar("T")
 
@@ -63,14 +65,8 @@ def secret_from(argument: str | Secret | None, env_name: str) -> Secret | None:
     return Secret(value) if value else None
 
 
-def parse_time(value: Any, what: str) -> pd.Timestamp:
-    """An API timestamp as UTC; ValueError when it is missing, unreadable or has no zone."""
-    if not isinstance(value, str):
-        raise ValueError(f"{what} is {value!r}, not a timestamp string")
-    ts = pd.Timestamp(value)
-    if ts.tzinfo is None:
-        raise ValueError(f"{what}={value!r} carries no time zone")
-    return ts.tz_convert("UTC")
+PARSE_ERRORS = (LookupError, TypeError, ValueError, AttributeError, ArithmeticError, RecursionError)
+"""What reading an unexpected JSON shape can raise (missing key, wrong type, huge number, deep nesting)."""
 
 
 def iso_z(moment: pd.Timestamp) -> str:
@@ -267,12 +263,13 @@ class LiveProvider(ABC):
             self._raise_for_status(response, zone, credential_hint)
         try:
             return response.json()
-        except ValueError:
+        except (ValueError, RecursionError) as exc:
             snippet = response.text[:80].replace("\n", " ")
+            why = "JSON nested too deeply to parse" if isinstance(exc, RecursionError) else "malformed JSON"
             self.fail(
                 MalformedResponseError,
                 zone,
-                f"malformed JSON from {response.request.url} (HTTP {status}, body starts {snippet!r})",
+                f"{why} from {response.request.url} (HTTP {status}, body starts {snippet!r})",
             )
 
     def _raise_for_status(self, response: Response, zone: str, credential_hint: str) -> NoReturn:
@@ -312,13 +309,22 @@ class LiveProvider(ABC):
             )
 
     def reading(
-        self, zone: str, value: Any, period_start: Any, now: pd.Timestamp, *, source: str | None = None
+        self,
+        zone: str,
+        value: Any,
+        period_start: Any,
+        now: pd.Timestamp,
+        *,
+        fields: tuple[str, str],
+        scale: float = 1.0,
+        source: str | None = None,
     ) -> IntensityReading:
-        """A checked, fresh reading from one API data point."""
+        """A checked, fresh reading from one API data point; `fields` names its (time, value) keys."""
+        time_field, value_field = fields
         if value is None:
-            self.fail(EmptyDataError, zone, "the API returned no current value (null)")
-        ts = self.field(zone, lambda: parse_time(period_start, "timestamp"))
-        number = self.field(zone, lambda: _number(value))
+            self.fail(EmptyDataError, zone, f"the API returned no current value ({value_field} is null)")
+        ts = self.moment(zone, time_field, period_start)
+        number = self.intensity(zone, value_field, value, scale)
         self.require_fresh(zone, ts, now)
         return IntensityReading(
             zone=zone,
@@ -335,18 +341,30 @@ class LiveProvider(ABC):
         points: Iterable[tuple[Any, Any]],
         *,
         what: str,
+        fields: tuple[str, str],
         scale: float = 1.0,
         source: str | None = None,
         resolution: pd.Timedelta | None = None,
         issued_at: pd.Timestamp | None = None,
         notes: tuple[str, ...] = (),
     ) -> IntensitySignal:
-        """A signal from (timestamp, value) pairs (None values kept as NaN); EmptyDataError when none."""
-        rows = self.field(
-            zone, lambda: [(parse_time(t, "timestamp"), _number_or_nan(v) * scale) for t, v in points]
-        )
+        """A signal from (timestamp, value) pairs named `fields`; a null value is a reported gap (NaN).
+
+        EmptyDataError when there are no points; MalformedResponseError for any bad timestamp or value.
+        """
+        time_field, value_field = fields
+        rows = [
+            (
+                self.moment(zone, time_field, t),
+                math.nan if v is None else self.intensity(zone, value_field, v, scale),
+            )
+            for t, v in points
+        ]
         if not rows:
             self.fail(EmptyDataError, zone, f"the API returned no {what} data points")
+        missing = sum(1 for _, v in rows if math.isnan(v))
+        if missing:
+            notes += (f"{missing} period(s) have no value from the API ({value_field} null; kept as gaps)",)
         series = pd.Series(dict(rows), dtype="float64").sort_index()
         series = series[~series.index.duplicated(keep="last")]
         series.index = pd.DatetimeIndex(series.index).tz_convert("UTC")
@@ -372,12 +390,48 @@ class LiveProvider(ABC):
             self.fail(StaleDataError, zone, f"stale forecast: it covers {span}, all before {lo.isoformat()}")
         self.fail(EmptyDataError, zone, f"no data between {lo.isoformat()} and {hi.isoformat()} (got {span})")
 
-    def field(self, zone: str, read: Callable[[], T]) -> T:
-        """Run a parser step; a missing key or bad value becomes MalformedResponseError."""
+    def field(self, zone: str, what: str, read: Callable[[], T]) -> T:
+        """Run a parser step that reads `what`; a missing key or bad shape becomes MalformedResponseError."""
         try:
             return read()
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-            self.fail(MalformedResponseError, zone, f"unexpected response shape: {type(exc).__name__}: {exc}")
+        except PARSE_ERRORS as exc:
+            self.fail(
+                MalformedResponseError,
+                zone,
+                f"unexpected response shape reading {what}: {type(exc).__name__}: {short_repr(str(exc))}",
+            )
+
+    def bad_field(self, zone: str, name: str, value: Any, expected: str) -> NoReturn:
+        """MalformedResponseError quoting the field and its bad value."""
+        self.fail(MalformedResponseError, zone, f"field {name!r} is {short_repr(value)}; expected {expected}")
+
+    def intensity(self, zone: str, name: str, value: Any, scale: float = 1.0) -> float:
+        """One intensity from field `name`, times `scale`: a finite number in [0, MAX_INTENSITY] or an error."""
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.bad_field(zone, name, value, "a number")
+        try:
+            number = float(value) * scale
+        except OverflowError:
+            self.bad_field(zone, name, value, f"a plausible intensity, at most {MAX_INTENSITY:g}")
+        problem = intensity_problem(number)
+        if problem is not None:
+            self.bad_field(zone, name, value, problem)
+        return number
+
+    def moment(self, zone: str, name: str, value: Any) -> pd.Timestamp:
+        """A timestamp from field `name` as UTC: an ISO 8601 string with a zone, within a plausible range."""
+        expected = "an ISO 8601 timestamp with a zone, e.g. '2023-06-01T00:00:00Z'"
+        if not isinstance(value, str):
+            self.bad_field(zone, name, value, expected)
+        try:
+            ts = pd.Timestamp(value)
+        except PARSE_ERRORS:
+            self.bad_field(zone, name, value, expected)
+        if pd.isna(ts) or ts.tzinfo is None:
+            self.bad_field(zone, name, value, expected)
+        if not EARLIEST <= ts < LATEST:
+            self.bad_field(zone, name, value, f"a time between {EARLIEST:%Y} and {LATEST:%Y}")
+        return ts.tz_convert("UTC")
 
 
 def api_message(response: Response) -> str:
@@ -402,16 +456,6 @@ def api_message(response: Response) -> str:
 def _names_zone(said: str, zone: str) -> bool:
     text = said.lower()
     return zone.lower() in text or any(word in text for word in ("zone", "region", "postcode"))
-
-
-def _number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"value {value!r} is not a number")
-    return float(value)
-
-
-def _number_or_nan(value: Any) -> float:
-    return float("nan") if value is None else _number(value)
 
 
 def _age_text(age: pd.Timedelta) -> str:

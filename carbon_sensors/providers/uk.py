@@ -30,6 +30,8 @@ ZONE_HELP = (
     "use GB (national), GB-<region id 1-18> (e.g. GB-13, London) or GB-<outward postcode> (e.g. GB-RG10)"
 )
 
+REGIONAL_FIELDS = ("data[].data[].from", "data[].data[].intensity.forecast")
+
 Rows = Callable[[Any], list[tuple[Any, Any]]]
 
 
@@ -81,17 +83,29 @@ class UKCarbonIntensityProvider(LiveProvider):
     def latest_exchange(self, zone: str, now: pd.Timestamp) -> Exchange[IntensityReading]:
         if zone == "GB":
             body = yield from self._ask(zone, "/intensity")
-            row = self.field(zone, lambda: body["data"][0])
-            actual, forecast = self.field(
-                zone, lambda: (row["intensity"]["actual"], row["intensity"]["forecast"])
+            moment, actual, forecast = self.field(
+                zone,
+                "data[0]",
+                lambda: (
+                    body["data"][0]["from"],
+                    body["data"][0]["intensity"]["actual"],
+                    body["data"][0]["intensity"]["forecast"],
+                ),
             )
-            source = f"{self.name} (actual)" if actual is not None else f"{self.name} (forecast)"
+            column = "actual" if actual is not None else "forecast"
             return self.reading(
-                zone, actual if actual is not None else forecast, row.get("from"), now, source=source
+                zone,
+                actual if actual is not None else forecast,
+                moment,
+                now,
+                fields=("from", f"intensity.{column}"),
+                source=f"{self.name} ({column})",
             )
         body = yield from self._ask(zone, "/regional" + self._suffix(zone))
-        moment, value = self.field(zone, lambda: _regional(body)[0])
-        return self.reading(zone, value, moment, now, source=f"{self.name} regional (forecast)")
+        moment, value = self.field(zone, "data[0]", lambda: _regional(body)[0])
+        return self.reading(
+            zone, value, moment, now, fields=REGIONAL_FIELDS, source=f"{self.name} regional (forecast)"
+        )
 
     def history_exchange(
         self, zone: str, start: pd.Timestamp, end: pd.Timestamp
@@ -109,17 +123,11 @@ class UKCarbonIntensityProvider(LiveProvider):
         points: list[tuple[Any, Any]] = []
         for path in paths:
             body = yield from self._ask(zone, path)
-            points += self.field(zone, functools.partial(parse, body))
-        missing = sum(1 for _, v in points if v is None)
+            points += self.field(zone, "data", functools.partial(parse, body))
         notes: tuple[str, ...] = (
             ("regional values are NESO forecasts (the API has no regional actuals)",) if not national else ()
         )
-        if missing:
-            notes += (f"{missing} half-hours have no value from the API (left as NaN)",)
-        sig = self.signal(
-            zone, points, what="history", resolution=HALF_HOUR, source=self._source(national), notes=notes
-        )
-        return self.clip(zone, sig, start, end)
+        return self.clip(zone, self._signal(zone, points, "history", national, notes), start, end)
 
     def forecast_exchange(
         self, zone: str, start: pd.Timestamp | None, horizon: timedelta, now: pd.Timestamp
@@ -128,12 +136,22 @@ class UKCarbonIntensityProvider(LiveProvider):
         national = zone == "GB"
         prefix = "/intensity" if national else "/regional/intensity"
         body = yield from self._ask(zone, f"{prefix}/{_path_time(begin)}/fw48h{self._suffix(zone)}")
-        points = self.field(zone, lambda: (_national("forecast") if national else _regional)(body))
+        points = self.field(zone, "data", lambda: (_national("forecast") if national else _regional)(body))
         notes = ("NESO forecasts reach 48 h",) if horizon > FORWARD else ()
-        sig = self.signal(
-            zone, points, what="forecast", resolution=HALF_HOUR, source=self._source(national), notes=notes
-        )
+        sig = self._signal(zone, points, "forecast", national, notes)
         return self.clip(zone, sig, begin, begin + horizon, forecast=True)
 
-    def _source(self, national: bool) -> str:
-        return self.name if national else f"{self.name} regional"
+    def _signal(
+        self, zone: str, points: list[tuple[Any, Any]], what: str, national: bool, notes: tuple[str, ...]
+    ) -> IntensitySignal:
+        """Half-hourly points as a signal: national history holds actuals, everything else forecasts."""
+        column = "actual" if national and what == "history" else "forecast"
+        return self.signal(
+            zone,
+            points,
+            what=what,
+            fields=("from", f"intensity.{column}") if national else REGIONAL_FIELDS,
+            resolution=HALF_HOUR,
+            source=self.name if national else f"{self.name} regional",
+            notes=notes,
+        )

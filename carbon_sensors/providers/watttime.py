@@ -11,15 +11,15 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import pandas as pd
 
-from carbon_sensors.errors import AuthenticationError, InvalidInputError, MalformedResponseError
+from carbon_sensors.errors import AuthenticationError, InvalidInputError
 from carbon_sensors.providers.http import Exchange, Request, Secret
-from carbon_sensors.providers.live import LiveProvider, iso_z, parse_time, secret_from, windows
+from carbon_sensors.providers.live import LiveProvider, iso_z, secret_from, windows
 from carbon_sensors.signal import IntensityReading, IntensitySignal, SignalKind
 
 USERNAME_ENV = "WATTTIME_USERNAME"
@@ -31,6 +31,8 @@ MAX_HORIZON = timedelta(hours=72)
 TOKEN_LIFETIME = timedelta(minutes=30)
 TOKEN_MARGIN = timedelta(minutes=2)  # log in again a little before the token runs out
 SIGNAL_TYPES = ("co2_moer", "co2_aoer")
+FIELDS = ("point_time", "value")  # (time, value) keys of every data point
+MAX_PERIOD_SECONDS = 86_400  # WattTime sends 5-minute points; a longer step than a day is a broken payload
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ class WattTimeProvider(LiveProvider):
             )
         response = yield Request("GET", self.base_url + "/login", basic_auth=(self.username, self._password))
         body = self.check(response, zone, credential_hint=f"check {USERNAME_ENV} / {PASSWORD_ENV}")
-        return Secret(self.field(zone, lambda: str(body["token"])))
+        return Secret(self.field(zone, "token", lambda: str(body["token"])))
 
     def _get(self, zone: str, path: str, **params: str) -> Exchange[Any]:
         """GET a data endpoint with the bearer token: log in when needed, and once more after a 401."""
@@ -114,9 +116,8 @@ class WattTimeProvider(LiveProvider):
         """The current 5-minute MOER: the first point of a zero-hour forecast (the API's real-time answer)."""
         body = yield from self._get(zone, "/v3/forecast", region=zone, horizon_hours="0")
         factor = self._factor(zone, body)
-        moment, value = self.field(zone, lambda: (body["data"][0]["point_time"], body["data"][0]["value"]))
-        reading = self.reading(zone, value, moment, now)
-        return replace(reading, value=reading.value * factor)
+        moment, value = self._first(zone, body)
+        return self.reading(zone, value, moment, now, fields=FIELDS, scale=factor)
 
     def history_exchange(
         self, zone: str, start: pd.Timestamp, end: pd.Timestamp
@@ -126,8 +127,8 @@ class WattTimeProvider(LiveProvider):
         for lo, hi in windows(start, end, HISTORICAL_LIMIT):
             body = yield from self._get(zone, "/v3/historical", region=zone, start=iso_z(lo), end=iso_z(hi))
             factor, step = self._factor(zone, body), self._step(zone, body)
-            points += self._rows(zone, body["data"] if isinstance(body, dict) else None)
-        sig = self.signal(zone, points, what="historical", scale=factor, resolution=step)
+            points += self._rows(zone, body)
+        sig = self.signal(zone, points, what="historical", fields=FIELDS, scale=factor, resolution=step)
         return self.clip(zone, sig, start, end)
 
     def forecast_exchange(
@@ -136,17 +137,16 @@ class WattTimeProvider(LiveProvider):
         hours = math.ceil(min(horizon, MAX_HORIZON).total_seconds() / 3600)
         body = yield from self._get(zone, "/v3/forecast", region=zone, horizon_hours=str(hours))
         factor, step = self._factor(zone, body), self._step(zone, body)
-        generated = self.field(zone, lambda: body["meta"].get("generated_at"))
+        generated = self.field(zone, "meta.generated_at", lambda: body["meta"].get("generated_at"))
         notes = ("WattTime forecasts reach 72 h at most",) if horizon > MAX_HORIZON else ()
         sig = self.signal(
             zone,
-            self._rows(zone, body.get("data") if isinstance(body, dict) else None),
+            self._rows(zone, body),
             what="forecast",
+            fields=FIELDS,
             scale=factor,
             resolution=step,
-            issued_at=None
-            if generated is None
-            else self.field(zone, lambda: parse_time(generated, "generated_at")),
+            issued_at=None if generated is None else self.moment(zone, "meta.generated_at", generated),
             notes=notes,
         )
         begin = start if start is not None else now.floor("5min")
@@ -154,15 +154,15 @@ class WattTimeProvider(LiveProvider):
 
     def index_exchange(self, zone: str, now: pd.Timestamp) -> Exchange[SignalIndex]:
         body = yield from self._get(zone, "/v3/signal-index", region=zone)
-        moment, value = self.field(zone, lambda: (body["data"][0]["point_time"], body["data"][0]["value"]))
-        reading = self.reading(zone, value, moment, now)
+        moment, value = self._first(zone, body)
+        reading = self.reading(zone, value, moment, now, fields=FIELDS)
         return SignalIndex(zone, reading.value, reading.period_start)
 
     def region_exchange(self, latitude: float, longitude: float) -> Exchange[str]:
         where = f"{latitude},{longitude}"
         params = {"latitude": str(latitude), "longitude": str(longitude)}
         body = yield from self._get(where, "/v3/region-from-loc", **params)
-        return self.field(where, lambda: str(body["region"]))
+        return self.field(where, "region", lambda: str(body["region"]))
 
     # --- extra questions ---------------------------------------------------------------------------------
     def signal_index(self, zone: str) -> SignalIndex:
@@ -182,18 +182,27 @@ class WattTimeProvider(LiveProvider):
     # --- parsing helpers ---------------------------------------------------------------------------------
     def _factor(self, zone: str, body: Any) -> float:
         """gCO2/kWh per unit of the response; units that are not an emission rate are refused."""
-        units = self.field(zone, lambda: body["meta"]["units"])
-        if units not in UNIT_FACTORS:
-            self.fail(
-                MalformedResponseError,
-                zone,
-                f"units {units!r} are not an emission rate we convert (expected one of {sorted(UNIT_FACTORS)})",
+        units = self.field(zone, "meta.units", lambda: body["meta"]["units"])
+        if not isinstance(units, str) or units not in UNIT_FACTORS:
+            self.bad_field(
+                zone, "meta.units", units, f"an emission rate we convert, one of {sorted(UNIT_FACTORS)}"
             )
         return UNIT_FACTORS[units]
 
     def _step(self, zone: str, body: Any) -> pd.Timedelta:
-        seconds = self.field(zone, lambda: body["meta"].get("data_point_period_seconds", 300))
-        return pd.Timedelta(seconds=self.field(zone, lambda: int(seconds)))
+        name = "meta.data_point_period_seconds"
+        seconds = self.field(zone, name, lambda: body["meta"].get("data_point_period_seconds", 300))
+        if (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not 0 < seconds <= MAX_PERIOD_SECONDS
+        ):
+            self.bad_field(zone, name, seconds, f"a number of seconds in (0, {MAX_PERIOD_SECONDS}]")
+        return pd.Timedelta(seconds=seconds)
 
-    def _rows(self, zone: str, rows: Any) -> list[tuple[Any, Any]]:
-        return self.field(zone, lambda: [(row["point_time"], row["value"]) for row in rows])
+    def _rows(self, zone: str, body: Any) -> list[tuple[Any, Any]]:
+        return self.field(zone, "data", lambda: [(row["point_time"], row["value"]) for row in body["data"]])
+
+    def _first(self, zone: str, body: Any) -> tuple[Any, Any]:
+        """(point_time, value) of the first data point."""
+        return self.field(zone, "data[0]", lambda: (body["data"][0]["point_time"], body["data"][0]["value"]))

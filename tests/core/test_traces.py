@@ -153,3 +153,69 @@ def test_unreadable_and_missing_files(tmp_path: Path) -> None:
         read_trace(broken)
     with pytest.raises(TraceError, match="gaps='sometimes' is not valid"):
         read_trace(tmp_path / "nope.csv", gaps="sometimes")  # type: ignore[arg-type]
+
+
+GREEN_DCC = Path("/work/shared/data/electricitymaps-green-dcc")
+
+
+def test_local_offsets_across_a_dst_switch_are_read_as_utc(tmp_path: Path) -> None:
+    """B7: real DE-LU hours written in Berlin local time (+01:00, then +02:00 from 2023-03-26 02:00)."""
+    real = read_trace(GREEN_DCC / "DE-LU_2023_hourly.csv").between(
+        pd.Timestamp("2023-03-25T12:00Z"), pd.Timestamp("2023-03-27T00:00Z")
+    )
+    local = pd.DatetimeIndex(real.values.index).tz_convert("Europe/Berlin")
+    assert {str(t.utcoffset()) for t in local} == {"1:00:00", "2:00:00"}
+    path = tmp_path / "de_local.csv"
+    rows = [f"{t.isoformat()},{v}" for t, v in zip(local, real.values, strict=True)]
+    path.write_text("timestamp,value\n" + "\n".join(rows) + "\n")
+    back = read_trace(path, zone="DE")
+    assert back.values.index.equals(real.values.index)
+    assert back.values.tolist() == real.values.tolist()
+    assert back.resolution == pd.Timedelta(hours=1) and not back.gaps()
+
+
+def test_offsets_and_naive_rows_mixed_name_the_naive_line(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.csv"
+    path.write_text("timestamp,value\n2023-03-26T01:00+01:00,100\n2023-03-26T03:00,90\n")
+    with pytest.raises(TraceError, match=r"line 3: timestamp '2023-03-26T03:00' has no time zone"):
+        read_trace(path)
+    assert read_trace(path, assume_utc=True).values.index[-1] == pd.Timestamp("2023-03-26T03:00Z")
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("header.csv", "timestamp,value\n", r"no data rows, only a header"),
+        ("empty.csv", "", r"cannot read trace file"),
+        ("blank.csv", "timestamp,value\n2023-06-01T00:00Z,\n2023-06-01T01:00Z,\n", r"all 2 values are empty"),
+        ("nan.csv", "timestamp,value\n2023-06-01T00:00Z,nan\n", r"all 1 values are empty"),
+        ("empty.json", "[]", r"no data rows"),
+        ("nulls.json", '{"data": [{"timestamp": "2023-06-01T00:00Z", "value": null}]}', r"values are empty"),
+        (
+            "inf.csv",
+            "timestamp,value\n2023-06-01T00:00Z,inf\n",
+            r"line 2: bad value 'inf'; expected a finite",
+        ),
+        (
+            "huge.csv",
+            "timestamp,value\n2023-06-01T00:00Z,1e400\n",
+            r"line 2: bad value '1e400'; expected a finite",
+        ),
+        ("far.csv", "timestamp,value\n2999-06-01T00:00Z,5\n", r"line 2: bad timestamp '2999-06-01T00:00Z'"),
+        ("deep.json", "[" * 100_000 + "]" * 100_000, r"cannot read trace file"),
+        (
+            "sparse.csv",
+            "timestamp,value\n2020-01-01T00:00Z,1\n2020-01-01T00:00:01Z,1\n2020-01-01T00:00:02Z,1\n2190-01-01T00:00Z,1\n",
+            r"make \d+ periods \(at most 10000000\)",
+        ),
+    ],
+)
+def test_empty_and_unusable_traces_are_typed_errors(
+    tmp_path: Path, name: str, content: str, message: str
+) -> None:
+    """B8: a header-only CSV or an all-empty trace raised IndexError; inf and far-off times slipped in."""
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(TraceError, match=message) as info:
+        read_trace(path, zone="DE")
+    assert str(path) in str(info.value)
