@@ -21,10 +21,11 @@ import numpy as np
 import pandas as pd
 
 from carbon_sensors.atomic import atomic_write_text
-from carbon_sensors.errors import InvalidInputError, TraceError
+from carbon_sensors.errors import CarbonAwareError, InvalidInputError, TraceError
 from carbon_sensors.providers.base import IntensitySource
 from carbon_sensors.signal import UNIT, IntensitySignal, SignalKind
 from carbon_sensors.timeutil import parse_utc, require_utc
+from carbon_sensors.validation import short_repr
 
 log = logging.getLogger(__name__)
 
@@ -377,32 +378,8 @@ class EmissionsLedger:
         lookup: IntensityLookup | None = None,
         jsonl_path: str | Path | None = None,
     ) -> EmissionsLedger:
-        rows = list(records)
-        if not rows or rows[0].get("type") != "header":
-            raise TraceError("an emissions ledger must start with its header record")
-        head = rows[0]
-        ledger = cls(
-            zone=head["zone"], submitted_at=parse_utc(head["submitted_at"], "submitted_at"), pue=float(head["pue"]),
-            lookup=lookup, jsonl_path=jsonl_path,
-        )  # fmt: skip
-        for rec in rows[1:]:
-            kind = rec.get("type")
-            if kind == "interval":
-                ledger.intervals.append(LedgerInterval.from_record(rec))
-            elif kind == "pause":
-                until = rec.get("until")
-                ledger.pauses.append(
-                    PauseRecord(parse_utc(rec["start"]), parse_utc(until) if until else None, rec["reason"])
-                )
-            elif kind == "resume" and ledger.pauses:
-                ledger.pauses[-1].end = parse_utc(rec["at"])
-            elif kind == "note":
-                ledger.notes.append(str(rec["reason"]))
-            else:
-                raise TraceError(
-                    f"unknown emissions ledger record type {kind!r}; expected interval, pause, resume or note"
-                )
-        return ledger
+        located = [(f"record {n}", rec) for n, rec in enumerate(records, 1)]
+        return _load_ledger(cls, located, "emissions ledger", lookup, jsonl_path)
 
     def write_jsonl(self, path: str | Path | None = None) -> Path:
         """Write the whole timeline atomically (temp file + rename); later records are appended to it."""
@@ -426,18 +403,81 @@ def read_jsonl(path: str | Path) -> EmissionsLedger:
         lines = p.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise TraceError(f"cannot read emissions timeline {p}: {exc}") from exc
-    records = []
+    located: list[tuple[str, Any]] = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            located.append((f"{p}, line {n}", json.loads(line)))
         except json.JSONDecodeError as exc:
             if n == len(lines):  # a process killed mid-append leaves at most a torn last line
                 log.warning("%s: ignored a torn last line", p)
                 break
             raise TraceError(f"{p}, line {n}: not JSON ({exc})") from exc
-    return EmissionsLedger.from_records(records)
+        except RecursionError as exc:
+            raise TraceError(f"{p}, line {n}: not JSON (nested too deeply to parse)") from exc
+    return _load_ledger(EmissionsLedger, located, str(p), None, None)
+
+
+_RECORD_ERRORS = (LookupError, TypeError, ValueError, AttributeError, CarbonAwareError)
+"""What a record of the wrong shape raises while it is read (a missing key, a wrong type, a bad time)."""
+
+
+def _load_ledger(
+    cls: type[EmissionsLedger],
+    located: list[tuple[str, Any]],
+    where: str,
+    lookup: IntensityLookup | None,
+    jsonl_path: str | Path | None,
+) -> EmissionsLedger:
+    """A ledger from (location, record) pairs; a bad record is a TraceError that names its location."""
+    if not located or not isinstance(located[0][1], dict) or located[0][1].get("type") != "header":
+        at = located[0][0] if located else where
+        raise TraceError(f"{at}: an emissions ledger must start with its header record")
+    head_at, head = located[0]
+    try:
+        ledger = cls(
+            zone=head["zone"], submitted_at=parse_utc(head["submitted_at"], "submitted_at"),
+            pue=float(head["pue"]), lookup=lookup, jsonl_path=jsonl_path,
+        )  # fmt: skip
+    except _RECORD_ERRORS as exc:
+        raise _bad_record(head_at, "header", exc) from exc
+    for at, rec in located[1:]:
+        if not isinstance(rec, dict):
+            raise TraceError(f"{at}: {short_repr(rec)} is not a record; expected a JSON object")
+        kind = rec.get("type")
+        if kind not in ("interval", "pause", "resume", "note"):
+            raise TraceError(
+                f"{at}: unknown emissions ledger record type {short_repr(kind)}; "
+                "expected interval, pause, resume or note"
+            )
+        try:
+            _add_record(ledger, kind, rec)
+        except _RECORD_ERRORS as exc:
+            raise _bad_record(at, kind, exc) from exc
+    return ledger
+
+
+def _bad_record(at: str, kind: str, exc: Exception) -> TraceError:
+    why = f"missing {exc.args[0]!r}" if isinstance(exc, KeyError) else str(exc)[:300]
+    return TraceError(f"{at}: bad {kind} record: {why}")
+
+
+def _add_record(ledger: EmissionsLedger, kind: str, rec: dict[str, Any]) -> None:
+    if kind == "interval":
+        ledger.intervals.append(LedgerInterval.from_record(rec))
+    elif kind == "pause":
+        until = rec.get("until")
+        ledger.pauses.append(
+            PauseRecord(parse_utc(rec["start"], "start"), parse_utc(until, "until") if until else None,
+                        str(rec["reason"]))
+        )  # fmt: skip
+    elif kind == "resume":
+        if not ledger.pauses:
+            raise ValueError("a resume without a pause before it")
+        ledger.pauses[-1].end = parse_utc(rec["at"], "at")
+    else:
+        ledger.notes.append(str(rec["reason"]))
 
 
 def summarize(

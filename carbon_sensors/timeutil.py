@@ -8,7 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 
 from carbon_sensors.errors import InvalidInputError, NaiveDatetimeError
+from carbon_sensors.validation import EARLIEST, LATEST, short_repr
 
+MAX_DURATION = timedelta(days=3650)
+"""Longer durations are typos (and overflow the nanosecond timedeltas pandas computes with)."""
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d)\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}
 
@@ -29,29 +32,64 @@ def parse_utc(text: str | datetime, name: str = "datetime") -> pd.Timestamp:
 
     Both forms reach the boundary: Airflow renders templates to strings, Python callers pass datetimes.
     """
+    expected = "expected e.g. '2023-06-01T00:00Z'"
+    if not isinstance(text, str | datetime):
+        raise InvalidInputError(f"{name}={short_repr(text)} is not an ISO 8601 datetime; {expected}")
     try:
         ts = pd.Timestamp(text)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise InvalidInputError(
-            f"{name}={text!r} is not an ISO 8601 datetime; expected e.g. '2023-06-01T00:00Z'"
+            f"{name}={short_repr(text)} is not an ISO 8601 datetime; {expected}"
         ) from exc
-    return require_utc(ts, name)
+    if pd.isna(ts):
+        raise InvalidInputError(f"{name}={short_repr(text)} is not an ISO 8601 datetime; {expected}")
+    moment = require_utc(ts, name)
+    if not EARLIEST <= moment < LATEST:
+        raise InvalidInputError(
+            f"{name}={short_repr(text)} is outside {EARLIEST:%Y}..{LATEST:%Y}; {expected}"
+        )
+    return moment
 
 
 def parse_duration(text: str | timedelta, name: str = "duration") -> timedelta:
-    """Parse '90s', '15min', '3h', '1.5d' (or pass a timedelta through); must be positive."""
+    """Parse '90s', '15min', '3h', '1.5d', ISO 8601 ('PT15M'), or pass a timedelta through.
+
+    It must be positive and at most MAX_DURATION; a bare number is refused, since its unit would be a guess.
+    """
     if isinstance(text, timedelta):
-        delta = text
+        seconds = text.total_seconds()
+    elif isinstance(text, int | float) and not isinstance(text, bool):
+        raise InvalidInputError(
+            f"{name}={text!r} is a bare number; write it with a unit, e.g. '{text:g}s' or '15min'"
+        )
+    elif not isinstance(text, str):
+        raise InvalidInputError(f"{name}={short_repr(text)} is not a duration; expected e.g. '15min'")
     else:
-        match = _DURATION.match(text)
-        if not match:
-            raise InvalidInputError(
-                f"{name}={text!r} is not a duration; expected a number and a unit, e.g. '90s', '15min', '3h', '1d'"
-            )
-        delta = timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2].lower()])
-    if delta <= timedelta(0):
-        raise InvalidInputError(f"{name}={text!s} must be longer than zero")
-    return delta
+        seconds = _duration_seconds(text, name)
+    if seconds <= 0:
+        raise InvalidInputError(f"{name}={short_repr(text)} must be longer than zero")
+    if seconds > MAX_DURATION.total_seconds():
+        raise InvalidInputError(
+            f"{name}={short_repr(text)} is longer than {MAX_DURATION.days} days; "
+            "expected e.g. '90s', '15min', '3h', '1d'"
+        )
+    return text if isinstance(text, timedelta) else timedelta(seconds=seconds)
+
+
+def _duration_seconds(text: str, name: str) -> float:
+    """Seconds in '15min' or 'PT15M' (any sign or size: the caller checks the range)."""
+    match = _DURATION.match(text)
+    if match:
+        return float(match[1]) * _UNIT_SECONDS[match[2].lower()]
+    if text.strip().upper().startswith("P"):
+        try:
+            return float(pd.Timedelta(text.strip()).total_seconds())
+        except (ValueError, OverflowError):
+            pass
+    raise InvalidInputError(
+        f"{name}={short_repr(text)} is not a duration; expected a number and a unit, "
+        "e.g. '90s', '15min', '3h', '1d', or ISO 8601 such as 'PT15M'"
+    )
 
 
 def utcnow() -> pd.Timestamp:
