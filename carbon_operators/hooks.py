@@ -17,6 +17,7 @@ from carbon_sensors.errors import InvalidInputError
 from carbon_sensors.providers.base import IntensitySource
 from carbon_sensors.providers.cache import shared_cache
 from carbon_sensors.providers.registry import make_source
+from carbon_sensors.replay import Replay
 from carbon_sensors.timeutil import parse_duration
 
 CONN_TYPE = "carbon_intensity"
@@ -59,18 +60,20 @@ class SourceSettings:
         )
 
 
-def build_source(settings: SourceSettings) -> IntensitySource:
+def build_source(settings: SourceSettings, *, replay: Replay | None = None) -> IntensitySource:
     """The intensity source a connection describes, built by the providers' registry.
 
     Live sources are shared per process and settings: thousands of triggers on one connection hold one
     provider object (one WattTime login, no per-trigger HTTP sessions). Trace sources are cheap and read
-    the replay settings of the moment, so they are built each time.
+    the replay settings of the moment (or `replay`: a deferred task's, in the triggerer), so they are built
+    each time.
     """
     if settings.provider == TRACE:
         if settings.trace_path and not settings.zone:
             raise InvalidInputError("a trace_path needs the connection's zone: the zone the file records")
         files = {settings.zone: settings.trace_path} if settings.trace_path and settings.zone else None
-        return make_source(TRACE, dataset=settings.dataset, files=files)
+        options: dict[str, Any] = {} if replay is None else {"replay": replay}
+        return make_source(TRACE, dataset=settings.dataset, files=files, **options)
     return _live_source(settings)
 
 

@@ -26,7 +26,7 @@ from carbon_operators.policy import (
     require_future_deadline,
 )
 from carbon_operators.target import CarbonTarget, resolve_target
-from carbon_operators.triggers import DEADLINE, ERROR, GREEN, CarbonIntensityTrigger
+from carbon_operators.triggers import DEADLINE, ERROR, GREEN, CarbonIntensityTrigger, adopt_replay_of
 from carbon_sensors.errors import CarbonAwareError, InvalidInputError
 
 
@@ -166,6 +166,7 @@ class CarbonIntensitySensor(BaseSensorOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume from the trigger: green -> done; deadline -> deadline policy; error -> outage policy."""
+        adopt_replay_of(event)  # the deferring process's replay clock, not a fresh one
         target, threshold = self._resolve(context)
         status = (event or {}).get("status")
         message = str((event or {}).get("message", ""))

@@ -25,7 +25,7 @@ from carbon_operators.policy import (
 )
 from carbon_operators.storage import CheckpointStore
 from carbon_operators.target import CarbonTarget, resolve_target
-from carbon_operators.triggers import ResumeAtTrigger
+from carbon_operators.triggers import ResumeAtTrigger, adopt_replay_of
 from carbon_sensors import strategies
 from carbon_sensors.decision import Action, Strategy
 from carbon_sensors.errors import CarbonAwareError, InvalidInputError
@@ -115,6 +115,7 @@ class CarbonAwareTrainingOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Woken after a pause: ask the strategy first (cheap); still dirty -> defer again, else resume."""
+        adopt_replay_of(event)  # the deferring process's replay clock, not a fresh one
         try:
             paused = _Pause(**(event or {})["state"])
         except (KeyError, TypeError) as exc:

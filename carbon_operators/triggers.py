@@ -2,13 +2,17 @@
 
 `CarbonIntensityTrigger` polls one zone and fires when it is green enough, when the deadline comes, or when
 the data cannot be had; the event says which, and the deferred task decides what that means.
+
+Under replay both triggers carry the deferring task's replay settings (its epoch included) and hand them back
+in their event: the triggerer and the worker that resumes the task are other processes, and without the epoch
+each would restart the replay clock (`adopt_replay_of(event)` takes it on in the resumed task).
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -16,15 +20,21 @@ from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 from airflow.sdk.exceptions import AirflowNotFoundException
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from carbon_operators.hooks import CarbonIntensityHook
+from carbon_operators.hooks import CarbonIntensityHook, build_source
 from carbon_operators.policy import PERMANENT_ERRORS
 from carbon_sensors.errors import CarbonAwareError
 from carbon_sensors.providers.base import IntensitySource
+from carbon_sensors.replay import Replay, adopt_replay, replay_handoff
 from carbon_sensors.timeutil import parse_utc, utcnow
 
 GREEN = "green"
 DEADLINE = "deadline"
 ERROR = "error"
+
+
+def adopt_replay_of(event: Mapping[str, Any] | None) -> None:
+    """In a task resumed from a trigger: take on the replay epoch of the process that deferred it."""
+    adopt_replay((event or {}).get("replay") or {})
 
 
 class CarbonIntensityTrigger(BaseTrigger):
@@ -44,8 +54,12 @@ class CarbonIntensityTrigger(BaseTrigger):
         poll_seconds: float = 300.0,
         carbon_conn_id: str | None = None,
         max_errors: int = 3,
+        replay: dict[str, str] | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
+        self.replay = (
+            replay_handoff() if replay is None else dict(replay)
+        )  # None: built by the deferring task
         self.zone = zone
         self.max_intensity = float(max_intensity)
         self.deadline = deadline
@@ -63,18 +77,28 @@ class CarbonIntensityTrigger(BaseTrigger):
                 "poll_seconds": self.poll_seconds,
                 "carbon_conn_id": self.carbon_conn_id,
                 "max_errors": self.max_errors,
+                "replay": self.replay,
             },
         )
 
     def _event(self, status: str, polls: int, **facts: Any) -> TriggerEvent:
         return TriggerEvent(  # type: ignore[no-untyped-call]
-            {"status": status, "zone": self.zone, "threshold": self.max_intensity, "polls": polls, **facts}
+            {
+                "status": status,
+                "zone": self.zone,
+                "threshold": self.max_intensity,
+                "polls": polls,
+                "replay": self.replay,
+                **facts,
+            }
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         deadline = parse_utc(self.deadline, "deadline")
         try:
-            source: IntensitySource = await CarbonIntensityHook(self.carbon_conn_id).aget_conn()
+            settings = await CarbonIntensityHook(self.carbon_conn_id).aget_settings()
+            replay = Replay.from_env(dict(self.replay)) if self.replay else None
+            source: IntensitySource = build_source(settings, replay=replay)
         except (CarbonAwareError, AirflowNotFoundException) as exc:
             yield self._event(ERROR, 0, message=str(exc))
             return
@@ -123,17 +147,23 @@ class ResumeAtTrigger(DateTimeTrigger):
     line, so state kept there is lost in tests and demos; in the event it survives both paths.
     """
 
-    def __init__(self, moment: datetime, *, state: dict[str, Any]) -> None:
+    def __init__(
+        self, moment: datetime, *, state: dict[str, Any], replay: dict[str, str] | None = None
+    ) -> None:
         super().__init__(moment=moment)
         self.state = state
+        self.replay = (
+            replay_handoff() if replay is None else dict(replay)
+        )  # None: built by the deferring task
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
-            {"moment": self.moment, "state": self.state},
+            {"moment": self.moment, "state": self.state, "replay": self.replay},
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         async for _ in super().run():
             break
-        yield TriggerEvent({"moment": self.moment.isoformat(), "state": self.state})  # type: ignore[no-untyped-call]
+        payload = {"moment": self.moment.isoformat(), "state": self.state, "replay": self.replay}
+        yield TriggerEvent(payload)  # type: ignore[no-untyped-call]

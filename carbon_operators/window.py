@@ -24,7 +24,7 @@ from carbon_operators.policy import (
     require_future_deadline,
 )
 from carbon_operators.target import CarbonTarget, resolve_target
-from carbon_operators.triggers import ResumeAtTrigger
+from carbon_operators.triggers import ResumeAtTrigger, adopt_replay_of
 from carbon_sensors.errors import CarbonAwareError, InvalidInputError
 from carbon_sensors.planner import Plan, plan_window, plan_zones
 from carbon_sensors.timeutil import parse_duration, parse_utc
@@ -104,6 +104,7 @@ class CarbonWindowOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Woken at the window start: re-plan; hold again only if the forecast moved to a clearly better time."""
+        adopt_replay_of(event)  # the deferring process's replay clock, not a fresh one
         state = (event or {}).get("state") or {}
         plan, replans = state.get("plan"), int(state.get("replans", 0))
         target, duration = self._setting(context)

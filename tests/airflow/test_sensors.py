@@ -13,6 +13,7 @@ from airflow_fixtures import ReplayAt
 from carbon_operators.sensors import CarbonIntensitySensor
 from carbon_operators.triggers import CarbonIntensityTrigger
 from carbon_sensors import embedded
+from carbon_sensors.replay import Replay
 from carbon_sensors.timeutil import utcnow
 
 NO_CONTEXT: Any = {}
@@ -41,7 +42,8 @@ def test_defers_on_a_dirty_grid_with_the_trigger_and_a_deadline_bound_timeout(re
         "poll_seconds": 2.0,
         "carbon_conn_id": None,
         "max_errors": 3,
-    }
+        "replay": Replay(replay.trace_start, replay.wall_start, float(replay.speed)).to_env(),
+    }  # replay: the triggerer and the resumed task run on this task's clock
     timeout = deferred.value.timeout
     assert type(timeout) is timedelta  # msgpack (task -> supervisor) refuses pandas.Timedelta
     expected = wall_deadline - utcnow() + timedelta(minutes=5)  # 16 trace hours = 16 s wall, plus the margin

@@ -38,7 +38,7 @@ def test_serialize_round_trips_through_the_import_path() -> None:
     )
     path, kwargs = trigger.serialize()
     assert path == "carbon_operators.triggers.CarbonIntensityTrigger"
-    assert all(isinstance(v, str | int | float | type(None)) for v in kwargs.values())
+    assert all(isinstance(v, str | int | float | dict | type(None)) for v in kwargs.values())
     module, _, name = path.rpartition(".")
     again = getattr(importlib.import_module(module), name)(**kwargs)
     assert again.serialize() == (path, kwargs)
@@ -54,7 +54,7 @@ def test_resume_trigger_round_trips_and_hands_its_state_back() -> None:
     again = getattr(importlib.import_module(module), name)(**kwargs)
     assert again.serialize() == (path, kwargs)
     event = first_event(again)
-    assert event == {"moment": moment.isoformat(), "state": state}
+    assert event == {"moment": moment.isoformat(), "state": state, "replay": {}}  # replay off here
     assert utcnow() >= moment
 
 

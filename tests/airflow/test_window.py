@@ -1,0 +1,50 @@
+"""CarbonWindowOperator without a database: the replay clock survives its deferral."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pandas as pd
+import pytest
+from airflow.sdk.exceptions import TaskDeferred
+
+from carbon_operators.triggers import ResumeAtTrigger
+from carbon_operators.window import CarbonWindowOperator
+from carbon_sensors.replay import ENV_SPEED, ENV_START, ENV_WALL_START
+
+NO_CONTEXT: Any = {}
+
+
+def fire(trigger: ResumeAtTrigger) -> dict[str, Any]:
+    """Run the real trigger to its moment; the event the task is resumed with."""
+
+    async def first() -> dict[str, Any]:
+        async for event in trigger.run():
+            return dict(event.payload)
+        raise AssertionError("trigger ended without an event")
+
+    return asyncio.run(asyncio.wait_for(first(), 30))
+
+
+def test_a_resumed_hold_keeps_the_replay_epoch_of_the_process_that_deferred_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Replay without a wall start: the resumed task (another process on a real deployment) must not restart
+    the replay clock, or it wakes at the dirty morning again and holds again, run after run."""
+    monkeypatch.setenv(ENV_START, "2023-06-02T09:00Z")  # DE: the day's low comes at 11:00-13:00
+    monkeypatch.setenv(ENV_SPEED, "3600")  # a trace hour a wall second
+    monkeypatch.delenv(ENV_WALL_START, raising=False)
+    hold = CarbonWindowOperator(task_id="hold", zone="DE", duration="1h", deadline="2023-06-02T16:00Z")
+    with pytest.raises(TaskDeferred) as deferred:
+        hold.execute(NO_CONTEXT)
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, ResumeAtTrigger)
+    window_start = pd.Timestamp(trigger.state["plan"]["start"])
+    assert window_start >= pd.Timestamp("2023-06-02T11:00Z")
+    assert trigger.replay[ENV_WALL_START]  # the epoch this process fixed travels with the deferral
+    event = fire(trigger)
+    monkeypatch.delenv(ENV_WALL_START)  # a new worker process: it inherits no epoch
+    released = hold.execute_complete(NO_CONTEXT, event=event)
+    assert released["status"] == "released" and released["replans"] == 0
+    assert pd.Timestamp(released["released_at"]) >= window_start
