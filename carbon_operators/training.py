@@ -17,20 +17,17 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowException
 
 from carbon_operators.links import CarbonIntensityLink
-from carbon_operators.policy import (
-    PERMANENT_ERRORS,
-    deferral_timeout,
-    failing_bad_input,
-    require_future_deadline,
-)
+from carbon_operators.policy import PERMANENT_ERRORS, deferral_timeout, failing_bad_input
 from carbon_operators.storage import CheckpointStore
 from carbon_operators.target import CarbonTarget, resolve_target
-from carbon_operators.triggers import ResumeAtTrigger, adopt_replay_of
+from carbon_operators.triggers import ResumeAtTrigger
 from carbon_sensors import strategies
+from carbon_sensors.deadline import ORCHESTRATOR_RESUME_OVERHEAD, DeadlineGuard, WorkEstimate
 from carbon_sensors.decision import Action, Strategy
 from carbon_sensors.errors import CarbonAwareError, InvalidInputError
 from carbon_sensors.paths import run_key
 from carbon_sensors.providers.base import IntensitySource
+from carbon_sensors.timeutil import parse_duration
 from carbon_sensors.training import TrainingJob, TrainingRunner
 
 StrategyFactory = Callable[..., Strategy]
@@ -43,7 +40,10 @@ class TrainingCallableError(AirflowException):
 def build_strategy(
     spec: str | StrategyFactory, options: Mapping[str, Any], source: IntensitySource, zone: str
 ) -> Strategy:
-    """A strategy by name ('threshold', 'adaptive', 'forecast-window') or from a factory(source, zone, **options)."""
+    """A strategy by name ('threshold', 'adaptive', 'forecast-window') or from a factory(source, zone, **options).
+
+    Whichever it is, the deadline guard (`carbon_sensors.deadline`) stands above it.
+    """
     if callable(spec):
         return spec(source, zone, **options)
     if spec not in strategies.STRATEGIES:
@@ -67,8 +67,18 @@ class CarbonAwareTrainingOperator(BaseOperator):
 
     `strategy` names a strategy of `carbon_sensors.strategies` (built with `strategy_kwargs`) or is a factory
     `(source, zone, **strategy_kwargs) -> Strategy`. `checkpoint_dir` is a local folder or an object-storage
-    URL; by default a per-run folder under the system temp dir. The deadline is explicit or the run's data
-    interval end plus `deadline_allowance`; the runner never holds past the latest start that meets it.
+    URL; by default a per-run folder under the system temp dir.
+
+    :param deadline: finish-by time (aware ISO or datetime, grid time); default: the run's data interval end
+        plus `deadline_allowance`. Whatever the strategy says, training (re)starts by the deadline minus an upper
+        estimate of the remaining work minus `resume_overhead`; once that guard says run, it never pauses
+        again. A run that starts after its deadline (a late rerun) trains at once, with a warning.
+    :param expected_duration: how long the whole training runs ('3h'), for a data loader without `len()`
+        and without `max_steps`; without it such a job is assumed to need all the time to the deadline.
+    :param resume_overhead: wall time from "resume" to the first resumed step (scheduler, worker pick-up,
+        DAG re-parse), kept as a margin before the deadline; default 2 minutes.
+    :param on_outage: without carbon data, 'open' trains on, 'closed' pauses (bounded by the strategy's
+        max_pause and the deadline); default: the strategy's own `on_error` (open). Built-in strategies only.
     """
 
     template_fields: Sequence[str] = ("zone", "checkpoint_dir", "deadline", "carbon_conn_id", "op_kwargs")
@@ -90,6 +100,9 @@ class CarbonAwareTrainingOperator(BaseOperator):
         deadline_allowance: timedelta | str | None = None,
         decision_refresh_seconds: float = 30.0,
         pue: float = 1.0,
+        expected_duration: timedelta | str | None = None,
+        resume_overhead: timedelta | str = ORCHESTRATOR_RESUME_OVERHEAD,
+        on_outage: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -107,31 +120,42 @@ class CarbonAwareTrainingOperator(BaseOperator):
         self.deadline_allowance = deadline_allowance
         self.decision_refresh_seconds = decision_refresh_seconds
         self.pue = pue
+        self.expected_duration = expected_duration
+        self.resume_overhead = resume_overhead
+        self.on_outage = on_outage
         self._runner: TrainingRunner | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
-        target, strategy = self._setting(context, first=True, paused_since=None)
-        return self._train(context, target, strategy, resume_from=None, deferrals=0)
+        target, strategy = self._setting(context, paused_since=None)
+        if target.clock.now() >= target.deadline:
+            self.log.warning(
+                "late run: the deadline %s has passed; training at once", target.deadline.isoformat()
+            )
+        return self._train(context, target, strategy, self._guard(target), resume_from=None, deferrals=0)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Woken after a pause: ask the strategy first (cheap); still dirty -> defer again, else resume."""
-        adopt_replay_of(event)  # the deferring process's replay clock, not a fresh one
+        """Woken after a pause: ask the guarded strategy first (cheap); still held -> defer again, else resume."""
         try:
             paused = _Pause(**(event or {})["state"])
-        except (KeyError, TypeError) as exc:
+            work = WorkEstimate.from_dict(paused.work)
+        except (KeyError, TypeError, ValueError) as exc:
             raise InvalidInputError(f"resumed with event {event!r}, which carries no pause state") from exc
-        target, strategy = self._setting(context, first=False, paused_since=paused.paused_since)
-        decision = strategy.decide(
-            target.clock.now(),
-            remaining_work=timedelta(seconds=paused.remaining_seconds),
-            deadline=target.deadline,
-        )
+        target, strategy = self._setting(context, paused_since=paused.paused_since)
+        guard = self._guard(target)
+        guard.restore(paused.guard)
+        decision = guard.ask(strategy, target.clock.now(), work)
         if decision.action is not Action.RUN:
             assert decision.until is not None
-            again = replace(paused, deferrals=paused.deferrals + 1, paused_since=_paused_since(strategy))
+            again = replace(
+                paused,
+                deferrals=paused.deferrals + 1,
+                paused_since=_paused_since(strategy),
+                guard=guard.to_state(),
+            )
             self._defer(target, decision.until, decision.reason, again)
+        self.log.info("resuming: %s", decision.reason)
         return self._train(
-            context, target, strategy, resume_from=paused.checkpoint_path, deferrals=paused.deferrals
+            context, target, strategy, guard, resume_from=paused.checkpoint_path, deferrals=paused.deferrals
         )
 
     def on_kill(self) -> None:
@@ -140,18 +164,25 @@ class CarbonAwareTrainingOperator(BaseOperator):
             self._runner.stop()
 
     # --- internals -------------------------------------------------------------------------------------
-    def _setting(
-        self, context: Context, *, first: bool, paused_since: str | None
-    ) -> tuple[CarbonTarget, Strategy]:
+    def _setting(self, context: Context, *, paused_since: str | None) -> tuple[CarbonTarget, Strategy]:
         with failing_bad_input(self.task_id):
             target = resolve_target(context, self)
-            if first:
-                require_future_deadline(target.deadline, target.clock.now(), timedelta(0), "training")
             self._check_source(target)
-            strategy = build_strategy(self.strategy, self.strategy_kwargs, target.source, target.zone)
+            options = (
+                self.strategy_kwargs
+                if callable(self.strategy)
+                else strategies.with_outage_policy(self.strategy_kwargs, self.on_outage)
+            )
+            strategy = build_strategy(self.strategy, options, target.source, target.zone)
         if paused_since is not None and hasattr(strategy, "paused_since"):
             strategy.paused_since = pd.Timestamp(paused_since)  # its max-pause clock survives the deferral
         return target, strategy
+
+    def _guard(self, target: CarbonTarget) -> DeadlineGuard:
+        """The deadline guard, its resume margin turned into grid time (it is wall time the scheduler spends)."""
+        with failing_bad_input(self.task_id):
+            overhead = parse_duration(self.resume_overhead, "resume_overhead")
+        return DeadlineGuard(target.deadline, resume_overhead=target.clock.grid_duration(overhead))
 
     def _check_source(self, target: CarbonTarget) -> None:
         """An unknown zone or a refused key fails here, not mid-run; an outage is left to the strategy."""
@@ -181,6 +212,7 @@ class CarbonAwareTrainingOperator(BaseOperator):
         context: Context,
         target: CarbonTarget,
         strategy: Strategy,
+        guard: DeadlineGuard,
         *,
         resume_from: str | None,
         deferrals: int,
@@ -188,6 +220,11 @@ class CarbonAwareTrainingOperator(BaseOperator):
         store = CheckpointStore(self.checkpoint_dir, _run_key(context, self.task_id))
         with failing_bad_input(self.task_id):
             job = self._job()
+            expected = (
+                None
+                if self.expected_duration is None
+                else parse_duration(self.expected_duration, "expected_duration")
+            )
         runner = self._runner = TrainingRunner(
             job,
             checkpoint_dir=store.local_dir,
@@ -199,7 +236,10 @@ class CarbonAwareTrainingOperator(BaseOperator):
             checkpoint_every_steps=self.checkpoint_every_steps,
             decision_refresh_seconds=self.decision_refresh_seconds,
             pue=self.pue,
+            expected_duration=None if expected is None else target.clock.grid_duration(expected),
+            resume_overhead=guard.resume_overhead,
         )
+        runner.guard.restore(guard.to_state())  # what the guard said at the wake holds in the run
         local_resume = None if resume_from is None else store.fetch(resume_from)
         try:
             result = runner.run(resume_from=local_resume)
@@ -211,8 +251,8 @@ class CarbonAwareTrainingOperator(BaseOperator):
         checkpoint = None if result.checkpoint_path is None else store.publish(result.checkpoint_path)
         if result.status == "paused":
             assert result.paused_until is not None and checkpoint is not None
-            remaining = runner.guard.strategy_work(runner.remaining_work()).total_seconds()
-            pause = _Pause(checkpoint, deferrals + 1, remaining, _paused_since(strategy))
+            work = runner.remaining_work().to_dict()
+            pause = _Pause(checkpoint, deferrals + 1, work, _paused_since(strategy), runner.guard.to_state())
             reason = "" if result.decision is None else result.decision.reason
             self._defer(target, result.paused_until, f"step {result.steps_done}: {reason}", pause)
         if result.status == "stopped":
@@ -245,8 +285,9 @@ class _Pause:
 
     checkpoint_path: str
     deferrals: int
-    remaining_seconds: float
+    work: dict[str, Any]  # WorkEstimate.to_dict(): the remaining work, measured before the pause
     paused_since: str | None
+    guard: dict[str, Any]  # DeadlineGuard.to_state()
 
 
 def _paused_since(strategy: Strategy) -> str | None:

@@ -196,7 +196,7 @@ class DeadlineGuard:
         if self.run_to_finish:
             return self._run("deadline guard: running to the end (it said so earlier)")
         if self.deadline is not None and now >= self.deadline:
-            late = now - self.deadline
+            late = _short(now - self.deadline)
             return self._run(
                 f"deadline guard: the deadline {self.deadline.isoformat()} passed {late} ago; running at once (late run)"
             )
@@ -229,7 +229,7 @@ class DeadlineGuard:
             return Decision(
                 decision.action,
                 f"{decision.reason}; held only until {latest.isoformat()} to meet the deadline "
-                f"{self.deadline.isoformat()} ({work.upper} of work at most, {self.resume_overhead} to resume)",
+                f"{self.deadline.isoformat()} ({_short(work.upper)} of work at most, {_short(self.resume_overhead)} to resume)",
                 until=latest,
                 **facts,
             )
@@ -243,8 +243,8 @@ class DeadlineGuard:
                 f"to the deadline {self.deadline.isoformat()}, running now to the end"
             )
         return (
-            f"deadline guard: {work.expected} of work left ({work.upper} at most, {work.basis}) and "
-            f"{self.resume_overhead} to resume; the latest start for the deadline {self.deadline.isoformat()} "
+            f"deadline guard: {_short(work.expected)} of work left ({_short(work.upper)} at most, {work.basis}) "
+            f"and {_short(self.resume_overhead)} to resume; the latest start for the deadline {self.deadline.isoformat()} "
             f"is {latest.isoformat()}: running now to the end"
         )
 
@@ -268,3 +268,8 @@ class DeadlineGuard:
         if state.get("run_from"):
             self.run_from = parse_utc(str(state["run_from"]), "run_from")
         self.run_to_finish = self.run_to_finish or bool(state.get("run_to_finish"))
+
+
+def _short(span: timedelta) -> timedelta:
+    """A span to the second, for messages people read."""
+    return timedelta(seconds=round(pd.Timedelta(span).total_seconds()))

@@ -5,7 +5,9 @@ Each answers `decide(now, remaining_work=..., deadline=...)` with a `Decision`. 
 `source.history(zone, now - lookback, now)`: the last period that started before `now` is "the current value".
 Deadlines first: when `now + remaining_work` reaches the deadline the answer is RUN, and a hold never lasts
 past the latest start (deadline - remaining_work). A source error gives an explicit fallback decision
-(RUN by default: fail open, visibly; `on_error="pause"` holds for one re-check, still bounded by the deadline).
+(RUN by default: fail open, visibly; `on_error="pause"` holds for one re-check, still bounded by the deadline and,
+for the threshold strategy, by `max_pause`). The deadline guard in `carbon_sensors.deadline` stands above all
+of them, and above any user-written strategy.
 """
 
 from __future__ import annotations
@@ -31,11 +33,39 @@ from carbon_sensors.timeutil import require_utc
 log = logging.getLogger(__name__)
 
 OnError = Literal["run", "pause"]
+# The one outage option every operator and flow takes, mapped here to the strategies' `on_error`:
+# "open" trains without carbon data, "closed" pauses (bounded by max_pause and the deadline).
+OnOutage = Literal["open", "closed"]
+ON_ERROR_FOR_OUTAGE: dict[str, OnError] = {"open": "run", "closed": "pause"}
 SOURCE_ERRORS = (CarbonAwareError, OSError, TimeoutError)
 
 
+def with_outage_policy(options: Mapping[str, Any] | None, on_outage: str | None) -> dict[str, Any]:
+    """Strategy `options` with `on_outage` ('open' | 'closed') mapped to `on_error`; None leaves them as given."""
+    given = dict(options or {})
+    if on_outage is None:
+        return given
+    if on_outage not in ON_ERROR_FOR_OUTAGE:
+        raise InvalidInputError(
+            f"on_outage={on_outage!r} is not valid; use one of {list(ON_ERROR_FOR_OUTAGE)}"
+        )
+    if "on_error" in given:
+        raise InvalidInputError(
+            f"give on_outage={on_outage!r} or the strategy option on_error={given['on_error']!r}, not both"
+        )
+    return {**given, "on_error": ON_ERROR_FOR_OUTAGE[on_outage]}
+
+
 class _Base:
-    """Deadline bookkeeping and error fallback shared by every strategy."""
+    """Deadline bookkeeping and error fallback shared by every strategy.
+
+    `max_pause` (None: unbounded) bounds every hold, outages included: `paused_since` is when the current hold
+    began; once a hold reached `max_pause` the job runs until the grid (or the data) is clean again.
+    """
+
+    max_pause: pd.Timedelta | None = None
+    paused_since: pd.Timestamp | None = None
+    released = False  # max_pause ended the current hold: run until the grid or the data is clean again
 
     def __init__(self, source: IntensitySource, zone: str, *, recheck: timedelta, on_error: OnError) -> None:
         if pd.Timedelta(recheck) <= pd.Timedelta(0):
@@ -68,12 +98,26 @@ class _Base:
             reason = f"fallback: carbon data unavailable ({exc})"
             if self.on_error == "run":
                 return Decision.run(reason + "; running now (fail open)", fallback=True)
-            return Decision.pause_until(
-                self._hold_until(moment, latest), reason + "; holding until the next check", fallback=True
-            )
+            return self._hold(moment, latest, reason + "; holding until the next check", fallback=True)
 
     def _decide(self, now: pd.Timestamp, work: pd.Timedelta, latest: pd.Timestamp | None) -> Decision:
         raise NotImplementedError
+
+    def _hold(self, now: pd.Timestamp, latest: pd.Timestamp | None, reason: str, **facts: Any) -> Decision:
+        """Pause until the next check, never past the latest start nor past `max_pause` since the hold began."""
+        if self.max_pause is None:
+            return Decision.pause_until(self._hold_until(now, latest), reason, **facts)
+        if self.released:
+            return Decision.run(
+                f"{reason}; but the max pause of {self.max_pause} was reached: running", **facts
+            )
+        self.paused_since = self.paused_since or now
+        if now - self.paused_since >= self.max_pause:
+            self.paused_since, self.released = None, True
+            return Decision.run(f"{reason}; max pause of {self.max_pause} reached: running", **facts)
+        return Decision.pause_until(
+            self._hold_until(now, latest, self.paused_since + self.max_pause), reason, **facts
+        )
 
     def _hold_until(
         self, now: pd.Timestamp, latest: pd.Timestamp | None, *limits: pd.Timestamp
@@ -124,27 +168,19 @@ class ThresholdStrategy(_Base):
         self.resume_below = resume_below
         self.max_pause = pd.Timedelta(max_pause)
         self.max_age = pd.Timedelta(max_age)
-        self.paused_since: pd.Timestamp | None = None
 
     def _decide(self, now: pd.Timestamp, work: pd.Timedelta, latest: pd.Timestamp | None) -> Decision:
         value, source = self._current(self._recent(now, self.max_age), now, self.max_age)
-        facts = {"intensity": value, "source": source}
-        if self.paused_since is not None and now - self.paused_since >= self.max_pause:
-            self.paused_since = None
-            return Decision.run(f"max pause of {self.max_pause} reached; running at {value:.0f}", **facts)
-        dirty = value > self.pause_above or (self.paused_since is not None and value >= self.resume_below)
+        facts: dict[str, Any] = {"intensity": value, "source": source}
+        held = self.paused_since is not None or self.released
+        dirty = value > self.pause_above or (held and value >= self.resume_below)
         if not dirty:
-            self.paused_since = None
+            self.paused_since, self.released = None, False
             return Decision.run(
                 f"intensity {value:.0f} is below the pause threshold {self.pause_above:.0f}", **facts
             )
-        self.paused_since = self.paused_since or now
-        until = self._hold_until(now, latest, self.paused_since + self.max_pause)
-        return Decision.pause_until(
-            until,
-            f"intensity {value:.0f} above {self.pause_above:.0f} (resume below {self.resume_below:.0f})",
-            **facts,
-        )
+        reason = f"intensity {value:.0f} above {self.pause_above:.0f} (resume below {self.resume_below:.0f})"
+        return self._hold(now, latest, reason, **facts)
 
 
 class AdaptiveStrategy(_Base):

@@ -91,7 +91,7 @@ def test_a_wake_inside_the_dirty_window_defers_again_without_building_the_job(
     with pytest.raises(TaskDeferred) as first:
         operator(tmp_path).execute(NO_CONTEXT)
     state = paused_state(first.value)
-    assert state["remaining_seconds"] > 0  # 15 steps left, at the measured grid seconds per step
+    assert state["work"]["expected_seconds"] > 0  # 15 steps left, at the measured grid seconds per step
     replay_at("2023-06-05T20:00Z")  # woken early (still dirty): a builder that raises proves no job is built
     with pytest.raises(TaskDeferred) as again:
         operator(tmp_path, training_callable=broken_builder).execute_complete(NO_CONTEXT, event=woken(state))
@@ -155,7 +155,6 @@ def test_resuming_without_pause_state_is_refused(tmp_path: Path, replay_at: Repl
     [
         ({"zone": "XX-NOWHERE"}, "zone 'XX-NOWHERE' is not known"),
         ({"carbon_conn_id": "no_such_carbon_conn"}, "no_such_carbon_conn"),
-        ({"deadline": "2023-06-05T09:00Z"}, "is already past"),
         ({"strategy": "psychic"}, "strategy='psychic' is not valid"),
         ({"training_callable": lambda: "not a job"}, "it must return a TrainingJob"),
     ],
@@ -166,3 +165,49 @@ def test_bad_input_fails_the_task_with_a_clear_message(
     replay_at("2023-06-05T10:00Z")
     with pytest.raises(AirflowFailException, match=message):
         operator(tmp_path, **settings).execute(NO_CONTEXT)
+
+
+def test_a_woken_factory_strategy_cannot_hold_past_the_deadline(tmp_path: Path, replay_at: ReplayAt) -> None:
+    """B4: the factory says dirty until 09:00, the deadline is 00:00: the wake after the latest start trains."""
+    replay_at("2023-06-05T17:00Z")
+    deadline = pd.Timestamp("2023-06-06T00:00Z")
+    with pytest.raises(TaskDeferred) as first:
+        operator(tmp_path, deadline=deadline.isoformat()).execute(NO_CONTEXT)
+    state = paused_state(first.value)
+    latest = pd.Timestamp(state["guard"]["run_from"])  # the hold was cut to the latest start
+    assert deadline - timedelta(minutes=10) < latest < deadline - timedelta(minutes=2)
+    replay_at((latest + timedelta(seconds=30)).isoformat())  # the scheduler woke it a little late
+    result = operator(tmp_path, deadline=deadline.isoformat()).execute_complete(
+        NO_CONTEXT, event=woken(state)
+    )
+    assert result["status"] == "completed" and result["steps_done"] == 16
+    assert pd.Timestamp(result["report"]["finished_at"]) <= deadline
+    assert result["decision"]["reason"].startswith("deadline guard:")
+
+
+def test_a_late_run_trains_at_once(
+    tmp_path: Path, replay_at: ReplayAt, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rerun after its deadline (inside the dirty window) trains at once and says so, instead of failing."""
+    replay_at("2023-06-05T17:00Z")
+    result = operator(tmp_path, deadline="2023-06-05T16:00Z").execute(NO_CONTEXT)
+    assert result["status"] == "completed" and result["deferrals"] == 0
+    assert "running at once (late run)" in result["decision"]["reason"]
+    assert "the deadline 2023-06-05T16:00:00+00:00 passed 1:00:00 ago; running at once" in caplog.text
+
+
+def test_on_outage_is_accepted_and_mapped_to_the_strategy(tmp_path: Path, replay_at: ReplayAt) -> None:
+    """B8: the operator took no on_outage although the README lists it; 'closed' pauses a built-in strategy."""
+    replay_at("2023-06-05T10:00Z")
+    threshold = {"pause_above": 1000.0, "resume_below": 900.0, "max_pause": "2h"}
+    op = operator(tmp_path, strategy="threshold", strategy_kwargs=threshold, on_outage="closed")
+    _, strategy = op._setting(NO_CONTEXT, paused_since=None)
+    assert getattr(strategy, "on_error", None) == "pause"
+    assert op.execute(NO_CONTEXT)["status"] == "completed"
+    with pytest.raises(AirflowFailException, match="on_outage='ajar' is not valid"):
+        operator(tmp_path, strategy="threshold", strategy_kwargs=threshold, on_outage="ajar").execute(
+            NO_CONTEXT
+        )
+    both = {**threshold, "on_error": "run"}
+    with pytest.raises(AirflowFailException, match="not both"):
+        operator(tmp_path, strategy="threshold", strategy_kwargs=both, on_outage="open").execute(NO_CONTEXT)

@@ -48,10 +48,31 @@ def test_threshold_pauses_above_and_holds_until_below_resume() -> None:
 
 
 def test_threshold_max_pause_bounds_the_hold() -> None:
-    strategy = threshold(max_pause=timedelta(hours=1))
+    strategy = threshold(max_pause=timedelta(hours=1), resume_below=150.0)
     assert strategy.decide(NOW, remaining_work=WORK, deadline=DEADLINE).action is Action.PAUSE
     after = strategy.decide(NOW + pd.Timedelta(hours=1), remaining_work=WORK, deadline=DEADLINE)
     assert after.action is Action.RUN and "max pause" in after.reason
+    # the hold ended by max_pause does not start again while the grid stays dirty (no pause/resume cycle)
+    again = strategy.decide(NOW + pd.Timedelta(hours=1, minutes=30), remaining_work=WORK, deadline=DEADLINE)
+    assert again.action is Action.RUN and "max pause" in again.reason
+
+
+def test_max_pause_holds_during_an_outage_too() -> None:
+    """B8: with on_error="pause" an outage paused at every check, ignoring max_pause (11 deferrals in 6 min)."""
+    strategy = ThresholdStrategy(
+        SOURCE, "XX", pause_above=1, resume_below=0, max_pause=timedelta(minutes=2),
+        recheck=timedelta(seconds=30), on_error="pause",
+    )  # fmt: skip
+    checks = [
+        strategy.decide(NOW + pd.Timedelta(seconds=30 * i), remaining_work=WORK, deadline=DEADLINE)
+        for i in range(12)
+    ]
+    assert all(d.fallback for d in checks)
+    held = [d for d in checks if d.action is Action.PAUSE]
+    assert len(held) == 4 and all(
+        d.until is not None and d.until <= NOW + pd.Timedelta(minutes=2) for d in held
+    )
+    assert all(d.action is Action.RUN for d in checks[4:]) and "max pause" in checks[4].reason
 
 
 def test_adaptive_uses_the_percentile_of_recent_days() -> None:
