@@ -30,6 +30,7 @@ from carbon_flows import events
 from carbon_flows.rescheduling import current_deployment_run, reschedule_current_run, rescheduled_state
 from carbon_flows.sources import SourceSpec, clock_of, resolve_source
 from carbon_sensors.errors import AuthenticationError, CarbonAwareError, InvalidInputError, UnknownZoneError
+from carbon_sensors.forecast.combine import assemble_forecast
 from carbon_sensors.planner import plan_window
 from carbon_sensors.timeutil import parse_duration, parse_utc, utcnow
 
@@ -140,7 +141,7 @@ def await_low_carbon(
                     f"grid is green: {intensity_now:.0f} <= max_intensity {max_intensity:.0f} gCO2eq/kWh",
                     intensity_now=intensity_now,
                 )
-        forecast = intensity_source.forecast(zone, horizon=finish_by - now)
+        forecast = assemble_forecast(intensity_source, zone, now, finish_by - now)
         plan = plan_window(forecast, duration=work, deadline=finish_by, earliest_start=now)
     except CarbonAwareError as exc:
         if isinstance(exc, BAD_SETUP) or on_no_data == "fail":

@@ -26,6 +26,7 @@ from carbon_operators.policy import (
 from carbon_operators.target import CarbonTarget, resolve_target
 from carbon_operators.triggers import ResumeAtTrigger, adopt_replay_of
 from carbon_sensors.errors import CarbonAwareError, InvalidInputError
+from carbon_sensors.forecast.combine import assemble_forecast
 from carbon_sensors.planner import Plan, plan_window, plan_zones
 from carbon_sensors.timeutil import parse_duration, parse_utc
 
@@ -80,7 +81,8 @@ class CarbonWindowOperator(BaseOperator):
         with failing_bad_input(self.task_id):
             try:
                 forecasts = {
-                    zone: target.source.forecast(zone, None, target.deadline - now) for zone in target.zones
+                    zone: assemble_forecast(target.source, zone, now, target.deadline - now)
+                    for zone in target.zones
                 }
             except PERMANENT_ERRORS:
                 raise

@@ -1,10 +1,15 @@
-"""The savings backtest: jobs drawn from real traces, five policies, emissions measured against the oracle.
+"""The savings backtest: jobs on real traces, each policy's emissions measured against the oracle.
 
-Rules (issue 4): at hour h a policy sees only actual values before h. Jobs take d in {1, 3, 6} h with slack
-s in {6, 12, 24} h and must finish by submission + d + s. A job's emissions are the mean actual intensity over
-the hours it runs (constant power; every job counts once). `oracle_fraction` is (E_run_now - E_policy) /
-(E_run_now - E_oracle) over a trace's jobs. Forecast matrices are computed once per trace (row = issue hour,
-column = hours ahead), so every policy is a cheap lookup and a year of 400 jobs takes seconds.
+Rules: at hour h a policy sees only actual values before h, and only provider issues issued by h. Jobs take
+d in {1, 3, 6} h with slack s in {6, 12, 24} h and must finish by submission + d + s. A job's emissions are
+the mean actual intensity over the hours it runs (constant power; every job counts once). `oracle_fraction`
+is (E_run_now - E_policy) / (E_run_now - E_oracle) over a trace's jobs.
+
+One implementation of each policy: the forecasts are the product's own (`forecast.combine.blend` with
+`blend_weights`, exactly as `assemble_forecast` builds them for the live paths), and the planning rule is the
+planner's on hourly slots (`plan_window`: lowest mean window; `plan_slots` with 1 h chunks: cheapest hours),
+checked equal by tests. Forecast matrices are computed once per trace (row = issue hour, column = hours
+ahead), so every policy is a cheap lookup and a year of 400 jobs takes seconds.
 """
 
 from __future__ import annotations
@@ -21,12 +26,19 @@ from tqdm import tqdm
 
 from carbon_sensors.errors import InvalidInputError, NoDataError
 from carbon_sensors.forecast.base import HourlyHistory, target_matrix
-from carbon_sensors.forecast.combine import inverse_variance_blend
+from carbon_sensors.forecast.combine import (
+    ERROR_WINDOW_H,
+    HorizonErrors,
+    blend,
+    blend_weights,
+    recent_errors,
+)
+from carbon_sensors.forecast.issues import newest_issue_matrix
 from carbon_sensors.forecast.model import CalendarLagForecaster
 from carbon_sensors.forecast.naive import SeasonalNaive
+from carbon_sensors.forecast.noise import NOISE_CALIBRATION, correlated_provider
 from carbon_sensors.signal import IntensitySignal
 
-POLICIES = ("run_now", "threshold", "plan_once", "ours", "oracle")
 KINDS = ("contiguous", "interruptible")
 DURATIONS_H = (1, 3, 6)
 SLACKS_H = (6, 12, 24)
@@ -36,18 +48,63 @@ HORIZON_H = 48
 BUCKETS = ((1, 6), (7, 24), (25, 48))
 THRESHOLD_PERCENTILE = 25.0
 THRESHOLD_DAYS = 7
-VINTAGES = 24  # provider forecasts issued in the last 24 hours are blended (their errors are independent)
-AR_RHO = 0.9
+SHIPPED = "ours"
+
+# policy -> (forecast it plans on, how often it plans); None: a rule that needs no forecast
+HISTORY_POLICIES: dict[str, tuple[str | None, str]] = {
+    "run_now": (None, "run_now"),
+    "threshold": (None, "threshold"),
+    "plan_once": ("seasonal_naive", "once"),
+    "plan_once_model": ("model", "once"),
+    "ours": ("model", "replan"),
+    "oracle": (None, "oracle"),
+}
+PROVIDER_POLICIES: dict[str, tuple[str | None, str]] = {
+    "run_now": (None, "run_now"),
+    "threshold": (None, "threshold"),
+    "plan_once": ("provider", "once"),
+    "replan_provider": ("provider", "replan"),
+    "plan_once_model": ("model", "once"),
+    "plan_once_naive": ("seasonal_naive", "once"),
+    "plan_once_blend": ("blend", "once"),
+    "ours": ("blend", "replan"),
+    "replan_blend_measured": ("blend_measured", "replan"),
+    "oracle": (None, "oracle"),
+}
+PLANNER_RULE = (
+    "carbon_sensors.planner rule on hourly slots: plan_window (lowest mean window) for contiguous jobs, "
+    "plan_slots with 1 h chunks (cheapest hours) for interruptible ones"
+)
+FORECAST_CODE = {
+    "seasonal_naive": "carbon_sensors.forecast.naive.SeasonalNaive",
+    "model": f"carbon_sensors.forecast.model.CalendarLagForecaster, refitted every {REFIT_H // 24} days",
+    "provider": "the provider's newest issue, our model beyond its reach (forecast.combine.blend with weight 1)",
+    "blend": (
+        "carbon_sensors.forecast.combine.blend + blend_weights, as assemble_forecast (the live paths): "
+        "provider errors from the NESO prior scaled to the last week's level, our model's measured on the "
+        f"last {ERROR_WINDOW_H // 24} days"
+    ),
+    "blend_measured": (
+        "as blend, but the provider's errors measured on its own past issues (what a local archive of "
+        "fetched issues would give); not shipped"
+    ),
+}
+MODE_TEXT = {
+    "once": "planned once at submission, never revisited",
+    "replan": "re-planned every hour with the forecast issued then (ForecastWindowStrategy's rule): start "
+    "when starting now is the best plan / run this hour when it is among the cheapest still needed",
+}
 
 
 @dataclass(frozen=True)
 class BacktestConfig:
-    """What a run varies: jobs per trace, seed, and the forecast the forecasting policies may use."""
+    """What a run varies: jobs per trace, seed, and the provider forecast the policies may use."""
 
     jobs: int = 400
     seed: int = 0
     forecast_mape: float | None = None
     trace_forecasts: bool = False
+    forecast_issues: str | None = None
 
     def __post_init__(self) -> None:
         if self.jobs <= 0:
@@ -56,51 +113,65 @@ class BacktestConfig:
             raise InvalidInputError(
                 f"forecast_mape={self.forecast_mape} must be a fraction in (0, 1), e.g. 0.10"
             )
-        if self.forecast_mape is not None and self.trace_forecasts:
+        chosen = [self.forecast_mape is not None, self.trace_forecasts, self.forecast_issues is not None]
+        if sum(chosen) > 1:
             raise InvalidInputError(
-                "use either a synthetic provider forecast (forecast_mape) or the trace's own"
+                "use one provider forecast: recorded issues (forecast_issues), a synthetic one "
+                "(forecast_mape) or the trace's own column (trace_forecasts)"
             )
 
+    @property
+    def has_provider(self) -> bool:
+        return self.forecast_mape is not None or self.trace_forecasts or self.forecast_issues is not None
+
+    @property
+    def policies(self) -> dict[str, tuple[str | None, str]]:
+        return PROVIDER_POLICIES if self.has_provider else HISTORY_POLICIES
+
     def describe(self) -> dict[str, Any]:
-        if self.forecast_mape is not None:
+        noise: dict[str, Any] | None = None
+        if self.forecast_issues is not None:
             forecast = (
-                f"synthetic provider forecast issued hourly: actual x (1 + e), e AR(1) over the horizon "
-                f"(rho {AR_RHO}), spread growing with sqrt(horizon), MAE {self.forecast_mape:.0%} at 24 h, "
-                "independent draws per issue, seeded, the same for every policy"
+                f"real recorded provider issues from {self.forecast_issues} (each from its issued_at on)"
             )
+        elif self.forecast_mape is not None:
+            forecast = (
+                f"synthetic provider forecast issued hourly, MAPE {self.forecast_mape:.0%} at 24 h, errors "
+                "shared across issues (see noise_model)"
+            )
+            noise = {"name": "correlated-across-issues", **NOISE_CALIBRATION}
         elif self.trace_forecasts:
             forecast = "the trace's own forecast column (NESO: the last published value, nearly the actual)"
         else:
             forecast = "history only (no provider forecast)"
+        policies: dict[str, str] = {
+            "run_now": "start at submission",
+            "threshold": (
+                f"run when the latest value is at or below the {THRESHOLD_PERCENTILE:.0f}th percentile of "
+                f"the previous {THRESHOLD_DAYS} days, else at the latest start"
+            ),
+            "oracle": "perfect knowledge of the actual values",
+        }
+        for name, (source, mode) in self.policies.items():
+            if source is not None:
+                policies[name] = f"{FORECAST_CODE[source]}; {MODE_TEXT[mode]}"
         return {
             "jobs_per_trace": self.jobs,
             "seed": self.seed,
             "forecast_mape": self.forecast_mape,
+            "forecast_issues": self.forecast_issues,
             "uses_trace_forecast_column": self.trace_forecasts,
             "forecast": forecast,
+            "real_or_synthetic": "synthetic" if noise else "real",
+            "noise_model": noise,
+            "shipped_policy": SHIPPED,
+            "planner": PLANNER_RULE,
             "durations_h": list(DURATIONS_H),
             "slacks_h": list(SLACKS_H),
             "warmup_days": WARMUP_H // 24,
             "deadline": "finish-by: submission + duration + slack",
             "emissions": "mean actual intensity over the hours a job runs (constant power, each job counts once)",
-            "policies": {
-                "run_now": "start at submission",
-                "threshold": (
-                    f"run when the latest value is at or below the {THRESHOLD_PERCENTILE:.0f}th percentile of "
-                    f"the previous {THRESHOLD_DAYS} days, else at the latest start"
-                ),
-                "plan_once": (
-                    "best window from one forecast at submission, never revisited: seasonal naive, or the "
-                    "provider forecast when one is given"
-                ),
-                "ours": (
-                    f"{CalendarLagForecaster.name} refitted every {REFIT_H // 24} days on all earlier data, "
-                    "re-planned every hour; with a provider forecast: the provider's last "
-                    f"{VINTAGES} hourly issues and our model blended by inverse error variance measured on "
-                    "past errors"
-                ),
-                "oracle": "perfect knowledge of the actual values",
-            },
+            "policies": policies,
         }
 
 
@@ -113,52 +184,37 @@ class Jobs:
     slack: np.ndarray
 
     @classmethod
-    def draw(cls, hours: int, count: int, rng: np.random.Generator) -> Jobs:
+    def draw(
+        cls, hours: int, count: int, rng: np.random.Generator, first: int = WARMUP_H, last: int | None = None
+    ) -> Jobs:
+        """Jobs submitted in [first, last) (default: to the end), each finishing inside the trace."""
         duration = rng.choice(DURATIONS_H, count)
         slack = rng.choice(SLACKS_H, count)
-        room = hours - duration - slack - WARMUP_H + 1  # submit + d + s <= hours
+        stop = (
+            hours - duration - slack + 1 if last is None else np.minimum(last, hours - duration - slack + 1)
+        )
+        room = stop - first
         if room.min() <= 0:
             raise NoDataError(
-                f"a trace of {hours} hours is too short: jobs start after {WARMUP_H // 24} days and need up "
+                f"a trace of {hours} hours is too short: jobs start after {first} hours and need up "
                 f"to {max(DURATIONS_H) + max(SLACKS_H)} more hours"
             )
-        submit = WARMUP_H + (rng.random(count) * room).astype(int)
+        submit = first + (rng.random(count) * room).astype(int)
         return cls(submit, duration, slack)
 
 
-@dataclass(frozen=True)
-class Forecasts:
-    """Forecast matrices (issue hour x hours ahead) for one trace; NaN where no forecast was issued."""
-
-    naive: np.ndarray
-    model: np.ndarray
-    plan_once: np.ndarray
-    ours: np.ndarray
-    provider: np.ndarray | None
-
-
 # --- forecasts -------------------------------------------------------------------------------------------
-def rolling_model(actual: HourlyHistory) -> np.ndarray:
-    """Our model's forecasts at every hour after the warm-up, refitted every REFIT_H on all data before."""
+def rolling_model(actual: HourlyHistory, until: int | None = None) -> np.ndarray:
+    """Our model's forecasts at every hour after the warm-up (to `until`), refitted every REFIT_H on all
+    data before."""
     values = actual.values
     out = np.full((len(values), HORIZON_H), np.nan)
     model = CalendarLagForecaster(max_horizon=HORIZON_H)
-    for fit_at in range(WARMUP_H, len(values), REFIT_H):
+    for fit_at in range(WARMUP_H, len(values) if until is None else until, REFIT_H):
         model.fit_array(replace(actual, values=values[:fit_at]))
         issue = np.arange(fit_at, min(len(values), fit_at + REFIT_H))
         out[issue] = model.predict_array(values, issue, actual.start)
     return out
-
-
-def synthetic_provider(values: np.ndarray, mape: float, rng: np.random.Generator) -> np.ndarray:
-    """Actual x (1 + e): e AR(1) over the horizon, scaled so mean |e| is `mape` at 24 h (sqrt growth)."""
-    shocks = rng.standard_normal((len(values), HORIZON_H))
-    ar = np.empty_like(shocks)
-    ar[:, 0] = shocks[:, 0]
-    for k in range(1, HORIZON_H):
-        ar[:, k] = AR_RHO * ar[:, k - 1] + np.sqrt(1 - AR_RHO**2) * shocks[:, k]
-    spread = mape * np.sqrt(np.pi / 2) * np.sqrt(np.arange(1, HORIZON_H + 1) / 24)
-    return np.asarray(target_matrix(values, np.arange(len(values)), HORIZON_H) * (1 + ar * spread))
 
 
 def trace_column_forecast(forecast_column: np.ndarray) -> np.ndarray:
@@ -166,72 +222,69 @@ def trace_column_forecast(forecast_column: np.ndarray) -> np.ndarray:
     return target_matrix(forecast_column, np.arange(len(forecast_column)), HORIZON_H)
 
 
-def blended_provider(values: np.ndarray, provider: np.ndarray, model: np.ndarray) -> np.ndarray:
-    """Blend the provider's recent issues and our model, weights from errors on targets already observed."""
+def blended(
+    values: np.ndarray, provider: np.ndarray, model: np.ndarray, rows: np.ndarray, *, measured: bool
+) -> np.ndarray:
+    """The product's blend at each row in `rows`, weights from what was known at that hour.
+
+    Our model's errors are measured on the last week before the row (as `fit_model` does live); the
+    provider's come from the prior (as live), or with `measured` from its own past issues.
+    """
     out = np.full_like(provider, np.nan)
-    truth = target_matrix(values, np.arange(len(values)), HORIZON_H)
-    for block in range(WARMUP_H, len(values), REFIT_H):
-        rows = np.arange(block, min(len(values), block + REFIT_H))
-        seen = _issues_with_known_targets(block)
-        forecasts = [_shifted(provider, lag)[rows] for lag in range(VINTAGES)]
-        variances = [_shifted_variance(_mse(provider, truth, seen), lag) for lag in range(VINTAGES)]
-        model_seen = seen[np.isfinite(model[seen, 0])]
-        if len(model_seen) > 24 * 7:  # our model's errors are known once it has run for a week
-            forecasts.append(model[rows])
-            variances.append(_mse(model, truth, model_seen))
-        out[rows] = inverse_variance_blend(forecasts, variances)
+    for row in rows.tolist():
+        model_errors = recent_errors(model, values, row, ERROR_WINDOW_H)
+        if measured:
+            provider_errors = recent_errors(provider, values, row, ERROR_WINDOW_H)
+        else:
+            level = float(np.mean(values[max(0, row - ERROR_WINDOW_H) : row]))
+            provider_errors = HorizonErrors.provider_prior(level, HORIZON_H)
+        weight = blend_weights(provider_errors, model_errors)
+        out[row] = blend(provider[row], model[row], weight)
     return out
 
 
-def _issues_with_known_targets(now: int) -> np.ndarray:
-    """Issue hours whose whole horizon lies before `now` (their errors are observable at `now`)."""
-    return np.arange(0, max(0, now - HORIZON_H))
-
-
-def _mse(forecast: np.ndarray, truth: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    err = forecast[rows] - truth[rows]
-    mse = np.nanmean(err**2, axis=0) if len(rows) else np.full(HORIZON_H, np.inf)
-    return np.where(np.isfinite(mse), mse, np.inf)
-
-
-def _shifted(matrix: np.ndarray, lag: int) -> np.ndarray:
-    """Row h holds the forecast issued at h - lag, realigned so column k is still hour h + k."""
-    out = np.full_like(matrix, np.nan)
-    if lag < len(matrix):
-        out[lag:, : HORIZON_H - lag] = matrix[: len(matrix) - lag, lag:]
-    return out
-
-
-def _shifted_variance(variance: np.ndarray, lag: int) -> np.ndarray:
-    out = np.full(HORIZON_H, np.inf)
-    out[: HORIZON_H - lag] = variance[lag:]
-    return out
+def provider_or_model(provider: np.ndarray, model: np.ndarray) -> np.ndarray:
+    """The provider's forecast, our model's where the provider has no value (its horizon ends)."""
+    return blend(provider, model, np.ones(provider.shape[1]))
 
 
 def build_forecasts(
     actual: HourlyHistory,
     config: BacktestConfig,
     rng: np.random.Generator,
+    *,
     forecast_column: np.ndarray | None = None,
-) -> Forecasts:
+    issues: pd.DataFrame | None = None,
+    rows: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Every forecast matrix a policy may plan on; the blends only at `rows` (default: after the warm-up)."""
     values, zone = actual.values, actual.zone
     naive = SeasonalNaive(max_horizon=HORIZON_H).predict_array(values, np.arange(len(values)), actual.start)
-    model = rolling_model(actual)
+    model = rolling_model(actual, None if rows is None else int(rows.max()) + 1)
+    out = {"seasonal_naive": naive, "model": model}
     provider: np.ndarray | None = None
-    if config.forecast_mape is not None:
-        provider = synthetic_provider(values, config.forecast_mape, rng)
+    if issues is not None:
+        provider = newest_issue_matrix(issues, actual.start, len(values), HORIZON_H)[0]
+    elif config.forecast_mape is not None:
+        provider = correlated_provider(values, config.forecast_mape, HORIZON_H, rng)
     elif config.trace_forecasts:
         if forecast_column is None:
             raise InvalidInputError(f"{zone}: trace_forecasts was asked but the trace has no forecast column")
         provider = trace_column_forecast(forecast_column)
     if provider is None:
-        return Forecasts(naive, model, naive, model, None)
-    return Forecasts(naive, model, provider, blended_provider(values, provider, model), provider)
+        return out
+    when = np.arange(WARMUP_H, len(values)) if rows is None else rows
+    out["provider"] = provider_or_model(provider, model)
+    out["blend"] = blended(values, provider, model, when, measured=False)
+    out["blend_measured"] = blended(values, provider, model, when, measured=True)
+    return out
 
 
-def forecast_errors(values: np.ndarray, forecasts: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
-    """MAE and MAPE by horizon bucket over every issue hour after the warm-up whose horizon is observed."""
-    issue = np.arange(WARMUP_H, len(values) - HORIZON_H)
+def forecast_errors(
+    values: np.ndarray, forecasts: dict[str, np.ndarray], rows: np.ndarray
+) -> dict[str, dict[str, Any]]:
+    """MAE and MAPE by horizon bucket over the issue hours in `rows` whose horizon is observed."""
+    issue = rows[rows < len(values) - HORIZON_H]
     truth = target_matrix(values, issue, HORIZON_H)
     report: dict[str, dict[str, Any]] = {}
     for name, matrix in forecasts.items():
@@ -241,25 +294,35 @@ def forecast_errors(values: np.ndarray, forecasts: dict[str, np.ndarray]) -> dic
             e, t = err[:, lo - 1 : hi], truth[:, lo - 1 : hi]
             ok = np.isfinite(e) & (t > 0)
             buckets[f"{lo}-{hi}h"] = {
-                "mae": round(float(np.abs(e[ok]).mean()), 3),
-                "mape": round(float((np.abs(e[ok]) / t[ok]).mean()), 4),
+                "mae": round(float(np.abs(e[ok]).mean()), 3) if ok.any() else None,
+                "mape": round(float((np.abs(e[ok]) / t[ok]).mean()), 4) if ok.any() else None,
             }
         report[name] = buckets
     return report
 
 
 # --- policies --------------------------------------------------------------------------------------------
-def _window_means(values: np.ndarray, duration: int) -> np.ndarray:
+def window_means(values: np.ndarray, duration: int) -> np.ndarray:
+    """Mean of every window of `duration` hours (the planner's contiguous objective on hourly slots)."""
     sums = np.concatenate([[0.0], np.cumsum(values)])
     return np.asarray((sums[duration:] - sums[:-duration]) / duration)
+
+
+def best_start(row: np.ndarray, duration: int, slack: int) -> int:
+    """Offset of the lowest-mean window (ties: the earliest), as `plan_window` picks on hourly data."""
+    return int(np.argmin(window_means(row[: duration + slack], duration)))
+
+
+def cheapest_hours(row: np.ndarray, duration: int, slack: int) -> np.ndarray:
+    """Offsets of the `duration` cheapest hours (ties: the earliest), as `plan_slots` with 1 h chunks."""
+    return np.sort(np.argsort(row[: duration + slack], kind="stable")[:duration])
 
 
 def _replanned_start(forecast: np.ndarray, submit: int, duration: int, slack: int) -> int:
     """Re-plan every hour with the forecast issued then; start as soon as starting now is the best plan."""
     latest = submit + slack
     for hour in range(submit, latest):
-        means = _window_means(forecast[hour, : latest - hour + duration], duration)
-        if int(np.argmin(means)) == 0:
+        if best_start(forecast[hour], duration, latest - hour) == 0:
             return hour
     return latest
 
@@ -305,39 +368,46 @@ def calm_hours(values: np.ndarray) -> np.ndarray:
     return calm
 
 
-def simulate(values: np.ndarray, jobs: Jobs, forecasts: Forecasts) -> dict[str, dict[str, np.ndarray]]:
+def _choice(
+    mode: str, forecast: np.ndarray | None, values: np.ndarray, calm: np.ndarray, a: int, d: int, s: int
+) -> tuple[int, np.ndarray]:
+    """(contiguous start, interruptible hours) one policy picks for one job."""
+    if mode == "run_now":
+        return a, np.arange(a, a + d)
+    if mode == "threshold":
+        return _threshold_start(calm, a, s), np.array(_threshold_hours(calm, a, d, s))
+    if mode == "oracle":
+        span = values[a : a + d + s]
+        return a + best_start(span, d, s), a + cheapest_hours(span, d, s)
+    assert forecast is not None
+    if mode == "once":
+        return a + best_start(forecast[a], d, s), a + cheapest_hours(forecast[a], d, s)
+    return _replanned_start(forecast, a, d, s), np.array(_replanned_hours(forecast, a, d, s))
+
+
+def simulate(
+    values: np.ndarray,
+    jobs: Jobs,
+    forecasts: dict[str, np.ndarray],
+    policies: dict[str, tuple[str | None, str]],
+) -> dict[str, dict[str, np.ndarray]]:
     """Each policy's emissions (mean actual intensity while running) per job, for both job kinds."""
     calm = calm_hours(values)
-    out = {p: {k: np.empty(len(jobs.submit)) for k in KINDS} for p in POLICIES}
+    out = {p: {k: np.empty(len(jobs.submit)) for k in KINDS} for p in policies}
     for i, (a, d, s) in enumerate(
         zip(jobs.submit.tolist(), jobs.duration.tolist(), jobs.slack.tolist(), strict=True)
     ):
-        span = values[a : a + d + s]
-        starts = {
-            "run_now": a,
-            "threshold": _threshold_start(calm, a, s),
-            "plan_once": a + int(np.argmin(_window_means(forecasts.plan_once[a, : d + s], d))),
-            "ours": _replanned_start(forecasts.ours, a, d, s),
-            "oracle": a + int(np.argmin(_window_means(span, d))),
-        }
-        for policy, start in starts.items():
+        for policy, (source, mode) in policies.items():
+            start, hours = _choice(mode, None if source is None else forecasts[source], values, calm, a, d, s)
             out[policy]["contiguous"][i] = values[start : start + d].mean()
-        hours = {
-            "run_now": np.arange(a, a + d),
-            "threshold": np.array(_threshold_hours(calm, a, d, s)),
-            "plan_once": a + np.argsort(forecasts.plan_once[a, : d + s], kind="stable")[:d],
-            "ours": np.array(_replanned_hours(forecasts.ours, a, d, s)),
-            "oracle": a + np.argsort(span, kind="stable")[:d],
-        }
-        for policy, run in hours.items():
-            out[policy]["interruptible"][i] = values[run].mean()
+            out[policy]["interruptible"][i] = values[hours].mean()
     return out
 
 
 def score(emissions: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, dict[str, float]]]:
     """Per policy and kind: mean emissions, emissions relative to run_now, savings % and oracle fraction."""
     table: dict[str, dict[str, dict[str, float]]] = {}
-    for policy in POLICIES:
+    for policy in emissions:
         table[policy] = {}
         for kind in KINDS:
             total = float(emissions[policy][kind].sum())
@@ -356,11 +426,12 @@ def score(emissions: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, di
 # --- the run ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Trace:
-    """One backtest input: the actual signal, and optionally its recorded forecast column."""
+    """One backtest input: the actual signal, optionally its recorded forecast column or provider issues."""
 
     name: str
     actual: IntensitySignal
     forecast: IntensitySignal | None = None
+    issues: pd.DataFrame | None = None
 
 
 def hourly(
@@ -378,6 +449,20 @@ def hourly(
     return HourlyHistory(start, aligned, hist.zone, hist.kind, hist.source, hist.filled)
 
 
+def _issue_span(issues: pd.DataFrame, actual: HourlyHistory) -> tuple[int, int]:
+    """Trace hours from the first hour the first issue is usable to the hour after the last issue."""
+    issued = pd.DatetimeIndex(issues["issued_at"])
+    first = int(np.ceil((issued.min() - actual.start) / pd.Timedelta(hours=1)))
+    last = int(np.ceil((issued.max() - actual.start) / pd.Timedelta(hours=1))) + 1
+    if first < WARMUP_H or last > len(actual.values):
+        raise NoDataError(
+            f"{actual.zone}: forecast issues run {issued.min()}..{issued.max()} but the actuals need "
+            f"{WARMUP_H // 24} days before the first issue and must cover the last "
+            f"({actual.start}..{actual.end})"
+        )
+    return first, last
+
+
 def backtest_trace(trace: Trace, config: BacktestConfig) -> dict[str, Any]:
     """Draw the jobs, build the forecasts, simulate every policy, and score one trace."""
     began = time.perf_counter()
@@ -389,20 +474,34 @@ def backtest_trace(trace: Trace, config: BacktestConfig) -> dict[str, Any]:
                 f"{trace.name}: --use-trace-forecast needs a trace with a forecast column"
             )
         column = hourly(trace.forecast, actual.start, len(actual.values)).values
+    if config.forecast_issues is not None and trace.issues is None:
+        raise InvalidInputError(f"{trace.name}: forecast_issues is set but the trace carries no issues")
+    first, last = WARMUP_H, None
+    if trace.issues is not None:
+        first, last = _issue_span(trace.issues, actual)
     key = zlib.crc32(trace.name.encode())
-    jobs = Jobs.draw(len(actual.values), config.jobs, np.random.default_rng([config.seed, key]))
-    forecasts = build_forecasts(actual, config, np.random.default_rng([config.seed, key, 1]), column)
-    matrices = {"seasonal_naive": forecasts.naive, "model": forecasts.model}
-    if forecasts.provider is not None:
-        matrices |= {"provider": forecasts.provider, "ours_blend": forecasts.ours}
+    jobs = Jobs.draw(len(actual.values), config.jobs, np.random.default_rng([config.seed, key]), first, last)
+    rows = np.arange(first, int((jobs.submit + jobs.slack).max()) + 1)
+    forecasts = build_forecasts(
+        actual,
+        config,
+        np.random.default_rng([config.seed, key, 1]),
+        forecast_column=column,
+        issues=trace.issues,
+        rows=rows,
+    )
     return {
         "zone": actual.zone,
         "source": actual.source,
         "kind": actual.kind.value,
         "hours": len(actual.values),
         "hours_interpolated": actual.filled,
-        "policies": score(simulate(actual.values, jobs, forecasts)),
-        "forecast_error": forecast_errors(actual.values, matrices),
+        "submissions": [
+            str(actual.start + first * pd.Timedelta(hours=1)),
+            str(actual.start + int(jobs.submit.max()) * pd.Timedelta(hours=1)),
+        ],
+        "policies": score(simulate(actual.values, jobs, forecasts, config.policies)),
+        "forecast_error": forecast_errors(actual.values, forecasts, rows),
         "wall_time_s": round(time.perf_counter() - began, 3),
     }
 
@@ -429,15 +528,15 @@ def run_backtest(
     return {
         "config": config.describe(),
         "traces": results,
-        "mean": _mean_policies(results),
+        "mean": _mean_policies(results, list(config.policies)),
         "mean_forecast_error": _mean_errors(results),
         "wall_time_s": round(time.perf_counter() - began, 2),
     }
 
 
-def _mean_policies(results: dict[str, Any]) -> dict[str, Any]:
+def _mean_policies(results: dict[str, Any], policies: list[str]) -> dict[str, Any]:
     mean: dict[str, Any] = {}
-    for policy in POLICIES:
+    for policy in policies:
         mean[policy] = {}
         for kind in KINDS:
             rows = [r["policies"][policy][kind] for r in results.values()]
@@ -455,8 +554,9 @@ def _mean_errors(results: dict[str, Any]) -> dict[str, Any]:
         out[name] = {}
         for lo, hi in BUCKETS:
             bucket = f"{lo}-{hi}h"
-            rows = [r["forecast_error"][name][bucket] for r in results.values()]
-            out[name][bucket] = {
-                m: round(float(np.mean([row[m] for row in rows])), 4) for m in ("mae", "mape")
-            }
+            out[name][bucket] = {}
+            for m in ("mae", "mape"):
+                got = [r["forecast_error"][name][bucket][m] for r in results.values()]
+                got = [g for g in got if g is not None]
+                out[name][bucket][m] = round(float(np.mean(got)), 4) if got else None
     return out

@@ -22,8 +22,7 @@ import pandas as pd
 
 from carbon_sensors.decision import Decision, Strategy
 from carbon_sensors.errors import CarbonAwareError, InvalidInputError, NoDataError
-from carbon_sensors.forecast.combine import provider_then_model
-from carbon_sensors.forecast.model import CalendarLagForecaster
+from carbon_sensors.forecast.combine import assemble_forecast
 from carbon_sensors.options import Option, Schema, boolean, choice, duration, number, parse_options
 from carbon_sensors.planner import plan_slots
 from carbon_sensors.providers.base import IntensitySource
@@ -250,17 +249,15 @@ class ForecastWindowStrategy(_Base):
         self.use_source_forecast = use_source_forecast
 
     def forecast(self, now: pd.Timestamp) -> IntensitySignal:
-        """Provider forecast then our model, from the hour that contains `now`."""
-        start = now.floor("h")
-        model = CalendarLagForecaster(max_horizon=int(self.horizon / pd.Timedelta(hours=1)))
-        model.fit(self.source.history(self.zone, start - self.history, start))
-        provider = None
-        if self.use_source_forecast:
-            try:
-                provider = self.source.forecast(self.zone, start, self.horizon)
-            except SOURCE_ERRORS as exc:
-                log.info("%s: no provider forecast (%s); using our model only", self.zone, exc)
-        return provider_then_model(provider, model, start, self.horizon)
+        """The product's forecast (provider and our model blended per horizon) from the hour containing `now`."""
+        return assemble_forecast(
+            self.source,
+            self.zone,
+            now,
+            self.horizon,
+            history=self.history,
+            use_provider=self.use_source_forecast,
+        )
 
     def _decide(self, now: pd.Timestamp, work: pd.Timedelta, latest: pd.Timestamp | None) -> Decision:
         if work <= pd.Timedelta(0):

@@ -9,10 +9,11 @@ from typing import Any
 import pandas as pd
 
 from carbon_sensors import embedded
-from carbon_sensors.backtest import POLICIES, BacktestConfig, Trace, run_backtest
+from carbon_sensors.backtest import SHIPPED, BacktestConfig, Trace, run_backtest
 from carbon_sensors.cli.output import add_output_options, plot_signal, print_json, print_table
-from carbon_sensors.forecast.combine import provider_then_model
-from carbon_sensors.forecast.model import CalendarLagForecaster
+from carbon_sensors.errors import InvalidInputError
+from carbon_sensors.forecast.combine import assemble_forecast
+from carbon_sensors.forecast.issues import read_forecast_issues
 from carbon_sensors.planner import Plan, plan_slots, plan_window
 from carbon_sensors.providers.trace import TraceProvider
 from carbon_sensors.signal import IntensitySignal
@@ -44,7 +45,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     backtest = commands.add_parser(
         "backtest",
         parents=[common],
-        help="savings of run_now, threshold, plan_once, ours and oracle on traces",
+        help="savings of run_now, threshold, plan_once, ours (the shipped policy) and oracle on traces",
     )
     backtest.add_argument("--zone", action="append", default=[], help="embedded zone (repeatable)")
     backtest.add_argument("--trace", action="append", default=[], help="trace file (repeatable)")
@@ -54,7 +55,12 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     backtest.add_argument(
         "--forecast-mape",
         type=float,
-        help="give plan_once and ours a synthetic provider forecast of this 24 h MAPE",
+        help="a synthetic provider forecast of this MAPE at 24 h, errors shared across issues (calibrated on "
+        "real NESO issues)",
+    )
+    backtest.add_argument(
+        "--forecast-issues",
+        help="real recorded provider issues (CSV or Parquet: issued_at,target_start,forecast) for the --trace",
     )
     backtest.add_argument(
         "--use-trace-forecast",
@@ -68,16 +74,16 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 def _planning_forecast(
     args: argparse.Namespace, now: pd.Timestamp, deadline: pd.Timestamp
 ) -> IntensitySignal:
-    """Our model fitted on history before `now`, behind the source's forecast where the source has one."""
+    """The product's forecast as of `now` (what the operators plan on), from the trace's past only."""
     if args.trace:
         provider = TraceProvider(signals={args.zone: read_trace(args.trace, zone=args.zone)})
     else:
         provider = TraceProvider()
     start = now.floor("h")
     hours = max(1, int((deadline - start) / pd.Timedelta(hours=1)) + 1)
-    model = CalendarLagForecaster(max_horizon=max(48, hours))
-    model.fit(provider.history(args.zone, start - pd.Timedelta(days=args.history_days), start))
-    return provider_then_model(None, model, start, pd.Timedelta(hours=hours))
+    return assemble_forecast(
+        provider, args.zone, start, pd.Timedelta(hours=hours), history=pd.Timedelta(days=args.history_days)
+    )
 
 
 def run_plan(args: argparse.Namespace) -> int:
@@ -117,26 +123,35 @@ def run_backtest_command(args: argparse.Namespace) -> int:
             Trace(t.name, t.actual, embedded.load(t.name, dataset=args.dataset, column="forecast"))
             for t in traces
         ]
+    issues = None
+    if args.forecast_issues:
+        if args.zone or len(args.trace) != 1:
+            raise InvalidInputError(
+                "--forecast-issues goes with exactly one --trace (the actuals those issues forecast), "
+                f"got --trace {args.trace} and --zone {args.zone}"
+            )
+        issues = read_forecast_issues(args.forecast_issues)
     for path in args.trace:
         name = Path(path).name
         forecast = read_trace(path, zone=name, column="forecast") if args.use_trace_forecast else None
-        traces.append(Trace(name, read_trace(path, zone=name), forecast))
+        traces.append(Trace(name, read_trace(path, zone=name), forecast, issues))
     config = BacktestConfig(
         jobs=args.jobs,
         seed=args.seed,
         forecast_mape=args.forecast_mape,
         trace_forecasts=args.use_trace_forecast,
+        forecast_issues=Path(args.forecast_issues).name if args.forecast_issues else None,
     )
     report = run_backtest(traces, config, progress=True)
     if args.json:
         print_json(report)
         return 0
     rows = []
-    for policy in POLICIES:
-        row: dict[str, Any] = {"policy": policy}
+    for policy, kinds in report["mean"].items():
+        row: dict[str, Any] = {"policy": f"{policy} (shipped)" if policy == SHIPPED else policy}
         for kind, short in (("contiguous", "whole"), ("interruptible", "interr")):
-            row[f"{short}_oracle_fraction"] = report["mean"][policy][kind]["oracle_fraction"]
-            row[f"{short}_savings_pct"] = report["mean"][policy][kind]["savings_pct"]
+            row[f"{short}_oracle_fraction"] = kinds[kind]["oracle_fraction"]
+            row[f"{short}_savings_pct"] = kinds[kind]["savings_pct"]
         rows.append(row)
     print(f"# mean over {len(traces)} trace(s); forecast: {report['config']['forecast']}")
     print_table(rows, list(rows[0]))

@@ -1,7 +1,7 @@
-"""Forecasts of carbon intensity: seasonal naive (the floor), our ridge model, and how to combine them."""
+"""Forecasts of carbon intensity: seasonal naive (the floor), our ridge model, and the provider+model blend."""
 
 from carbon_sensors.forecast.base import Forecaster, HourlyHistory
-from carbon_sensors.forecast.combine import inverse_variance_blend, provider_then_model
+from carbon_sensors.forecast.combine import assemble_forecast, blend, blend_weights
 from carbon_sensors.forecast.model import CalendarLagForecaster
 from carbon_sensors.forecast.naive import SeasonalNaive
 
@@ -10,6 +10,7 @@ __all__ = [
     "Forecaster",
     "HourlyHistory",
     "SeasonalNaive",
-    "inverse_variance_blend",
-    "provider_then_model",
+    "assemble_forecast",
+    "blend",
+    "blend_weights",
 ]

@@ -1,73 +1,231 @@
-"""Putting forecasts together: the provider's forecast where it exists, ours beyond its horizon; and
-inverse-variance blending of several forecasts of the same hours (provider, older issues, our model)."""
+"""The product's forecast: the provider's forecast and our own model, blended per horizon.
+
+One place builds the forecast every live path plans on (the `plan` CLI, `ForecastWindowStrategy`, the Airflow
+window, the Prefect wait, the UI page) and the backtest scores: `assemble_forecast` for a source, or
+`blend` + `blend_weights` on arrays. Why a blend: on real NESO issues our model is better for the next hour or
+two (it starts from the latest actual) and the provider is better beyond, and the two errors are only weakly
+correlated, so an inverse-variance blend per horizon beats both (LESSONS: 0.84 of the oracle vs 0.79/0.72).
+
+Weights come from measured errors: our model's are measured on the history the product fetched anyway (the
+model fitted on all but the last week forecasts that week); the provider's come from a prior calibrated on
+real NESO issues (MAPE 12% at 1 h rising to 16% from 6 h on), scaled to the level of the recent history.
+"""
 
 from __future__ import annotations
 
-from dataclasses import replace
+import logging
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from carbon_sensors.errors import InvalidInputError
-from carbon_sensors.forecast.base import Forecaster
-from carbon_sensors.signal import IntensitySignal
+from carbon_sensors.errors import CarbonAwareError, InvalidInputError, NoDataError
+from carbon_sensors.forecast.base import HOUR, HourlyHistory, target_matrix
+from carbon_sensors.forecast.model import CalendarLagForecaster
+from carbon_sensors.signal import IntensitySignal, make_signal
 from carbon_sensors.timeutil import require_utc
 
+if TYPE_CHECKING:
+    from carbon_sensors.providers.base import IntensitySource
 
-def provider_then_model(
-    provider: IntensitySignal | None, model: Forecaster, start: datetime, horizon: timedelta
-) -> IntensitySignal:
-    """The provider's hourly forecast from `start`, extended with `model` (fitted up to `start`) past its end.
+log = logging.getLogger(__name__)
 
-    With no provider forecast (None or empty) the model answers alone; the source label says which did what.
-    """
-    begin = require_utc(start, "start").floor("h")
-    ours = model.predict(begin, horizon)
-    if provider is None or provider.values.dropna().empty:
-        return ours
-    if provider.kind != ours.kind:
-        raise InvalidInputError(
-            f"provider forecast is {provider.kind.value} but the model was fitted on {ours.kind.value} data"
+SOURCE_ERRORS = (CarbonAwareError, OSError, TimeoutError)
+PROVIDER_PRIOR_MAPE_1H = 0.12  # real NESO national issues, March-December 2023 (148 issues)
+PROVIDER_PRIOR_MAPE_6H = 0.16  # ... and from 6 h ahead on; linear in between
+ERROR_WINDOW_H = 7 * 24  # our model's errors are measured on the last week of history
+Z80 = 1.2816  # half-width of an 80% normal interval, in standard deviations
+
+
+@dataclass(frozen=True)
+class HorizonErrors:
+    """Mean squared error per hour ahead (index 0 = the hour that starts at the issue), and how it was had."""
+
+    mse: np.ndarray
+    how: str
+
+    @classmethod
+    def measured(cls, forecast: np.ndarray, truth: np.ndarray, how: str) -> HorizonErrors:
+        """From past forecasts (rows) against what happened; an hour ahead never observed gets +inf."""
+        err2 = (forecast - truth) ** 2
+        seen = np.isfinite(err2)
+        count = seen.sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mse = np.where(count > 0, np.where(seen, err2, 0.0).sum(axis=0) / np.maximum(count, 1), np.inf)
+        return cls(np.asarray(mse, dtype="float64"), how)
+
+    @classmethod
+    def provider_prior(cls, level: float, horizon: int) -> HorizonErrors:
+        """The provider's error before any is measured: NESO's real MAPE curve times the recent mean level."""
+        ahead = np.arange(1, horizon + 1)
+        rise = np.clip((ahead - 1) / 5, 0.0, 1.0)
+        mape = PROVIDER_PRIOR_MAPE_1H + rise * (PROVIDER_PRIOR_MAPE_6H - PROVIDER_PRIOR_MAPE_1H)
+        mae = mape * max(level, 1.0)
+        how = (
+            f"prior: NESO's real MAPE {PROVIDER_PRIOR_MAPE_1H:.0%} at 1 h to {PROVIDER_PRIOR_MAPE_6H:.0%} "
+            f"from 6 h, times the recent mean {level:.0f}"
         )
-    theirs = provider.to_hourly().between(begin, begin + pd.Timedelta(horizon))
-    known = theirs.values.dropna()
-    if known.empty:
-        return ours
-    cutoff = known.index[-1] + pd.Timedelta(hours=1)
-    later = ours.values.index >= cutoff
+        return cls((mae * np.sqrt(np.pi / 2)) ** 2, how)
 
-    def join(first: pd.Series | None, second: pd.Series | None, fallback: pd.Series) -> pd.Series:
-        head = (first if first is not None else fallback).reindex(ours.values.index[~later])
-        head = head.fillna(ours.values[~later])
-        tail = (second if second is not None else ours.values)[later]
-        return pd.Series(pd.concat([head, tail]))
 
-    values = join(known, ours.values, ours.values)
-    return replace(
-        ours,
-        values=values.rename("intensity"),
-        lower=join(theirs.lower, ours.lower, values),
-        upper=join(theirs.upper, ours.upper, values),
-        source=f"{provider.source} to {cutoff.isoformat()}, then {ours.source}",
-        issued_at=provider.issued_at or ours.issued_at,
-        notes=(*ours.notes, f"provider forecast used up to {cutoff.isoformat()}, {model.name} beyond"),
+def recent_errors(forecast: np.ndarray, values: np.ndarray, now: int, window: int) -> HorizonErrors:
+    """Errors of the forecasts in `forecast` (row i issued at hour i) on targets in [now - window, now).
+
+    Only targets before `now` count, so at `now` this uses nothing a user would not have known then.
+    """
+    horizon = forecast.shape[1]
+    rows = np.arange(max(0, now - window - horizon), min(now, len(forecast)))
+    truth = target_matrix(values[:now], rows, horizon)
+    target = rows[:, None] + np.arange(horizon)[None, :]
+    truth[target < now - window] = np.nan
+    return HorizonErrors.measured(
+        forecast[rows], truth, f"measured on {window} h of targets before the issue"
     )
 
 
-def inverse_variance_blend(forecasts: list[np.ndarray], variances: list[np.ndarray]) -> np.ndarray:
-    """Blend forecasts of the same hours, each weighted by 1 / its error variance (NaN entries are skipped).
-
-    Each forecast has shape (issues, horizon); each variance broadcasts against it (e.g. one per horizon).
-    Independent errors shrink when blended; correlated ones much less, so weights come from past errors.
-    """
-    if not forecasts or len(forecasts) != len(variances):
-        raise InvalidInputError("inverse_variance_blend needs one variance per forecast, and at least one")
-    total = np.zeros(np.shape(forecasts[0]))
-    weight = np.zeros_like(total)
-    for forecast, variance in zip(forecasts, variances, strict=True):
-        w = np.where(np.isfinite(forecast), 1.0 / np.maximum(variance, 1e-9), 0.0)
-        total += np.where(w > 0, np.nan_to_num(forecast), 0.0) * w
-        weight += w
+def blend_weights(provider: HorizonErrors, model: HorizonErrors) -> np.ndarray:
+    """The provider's weight per hour ahead: inverse-variance, 1 where our model is unmeasured."""
+    pm, mm = provider.mse, model.mse[: len(provider.mse)]
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(weight > 0, total / np.where(weight > 0, weight, 1.0), np.nan)
+        weight = np.where(np.isfinite(mm), mm / (pm + mm), 1.0)
+    return np.asarray(np.where(np.isfinite(pm), weight, 0.0))
+
+
+def blend(provider: np.ndarray, model: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """weight x provider + (1 - weight) x model per hour ahead; our model alone where the provider is NaN."""
+    mixed = weight * provider + (1 - weight) * model
+    return np.asarray(np.where(np.isfinite(provider), mixed, model))
+
+
+def blended_mse(provider: HorizonErrors, model: HorizonErrors, weight: np.ndarray) -> np.ndarray:
+    """Error variance of the blend (errors taken as independent), for the prediction interval."""
+    pm, mm = provider.mse, model.mse[: len(provider.mse)]
+    pm_ = np.where(np.isfinite(pm), pm, 0.0)
+    mm_ = np.where(np.isfinite(mm), mm, 0.0)
+    return np.asarray(weight**2 * pm_ + (1 - weight) ** 2 * mm_)
+
+
+def assemble_forecast(
+    source: IntensitySource,
+    zone: str,
+    start: datetime,
+    horizon: timedelta,
+    *,
+    history: timedelta = timedelta(days=28),
+    use_provider: bool = True,
+) -> IntensitySignal:
+    """The product's forecast for `zone` from the hour containing `start`: provider and our model, blended.
+
+    Our model is fitted on `history` of the source's history before `start`; the provider's forecast is asked
+    when `use_provider` and the source offers one. Either alone answers when the other cannot be had (logged,
+    and said in the signal's source); both missing is a NoDataError.
+    """
+    begin = require_utc(start, "start").floor("h")
+    hours = max(1, int(np.ceil(pd.Timedelta(horizon) / HOUR)))
+    provider: IntensitySignal | None = None
+    if use_provider and getattr(source, "provides_forecast", True):
+        try:
+            provider = source.forecast(zone, begin, pd.Timedelta(hours=hours))
+        except SOURCE_ERRORS as exc:
+            log.info("%s: no provider forecast (%s); using our model only", zone, exc)
+    try:
+        past = source.history(zone, begin - pd.Timedelta(history), begin)
+        ours = fit_model(past, begin, hours)
+    except SOURCE_ERRORS as exc:
+        if provider is None or provider.values.dropna().empty:
+            raise NoDataError(
+                f"{zone}: no provider forecast and no model forecast from {begin}: {exc}"
+            ) from exc
+        log.info("%s: our model cannot be fitted (%s); using the provider's forecast only", zone, exc)
+        return provider
+    return combine_forecasts(provider, ours, begin, hours)
+
+
+@dataclass(frozen=True)
+class ModelForecast:
+    """Our model's forecast from one issue hour, with its errors measured on the history before it."""
+
+    history: HourlyHistory
+    values: np.ndarray
+    errors: HorizonErrors
+    source: str
+
+
+def fit_model(past: IntensitySignal, begin: pd.Timestamp, hours: int) -> ModelForecast:
+    """Fit our model on `past` (up to `begin`), measure its errors on the last week, forecast `hours`."""
+    hist = HourlyHistory.from_signal(past, min_hours=1)
+    if hist.end != begin:
+        hist = _pad_to(hist, begin)
+    model = CalendarLagForecaster(max_horizon=max(48, hours))
+    values = hist.values
+    errors = HorizonErrors(np.full(model.max_horizon, np.inf), "not measured: history too short")
+    cut = len(values) - ERROR_WINDOW_H
+    if cut >= model.min_history_hours:
+        model.fit_array(replace(hist, values=values[:cut]))
+        issue = np.arange(cut, len(values))
+        held_out = np.full((len(values), model.max_horizon), np.nan)
+        held_out[issue] = model.predict_array(values, issue, hist.start)
+        errors = recent_errors(held_out, values, len(values), ERROR_WINDOW_H)
+    model.fit_array(hist)
+    forecast = model.predict_array(values, np.array([len(values)]), hist.start)[0, :hours]
+    return ModelForecast(hist, forecast, errors, f"{model.name} on {hist.source}")
+
+
+def _pad_to(hist: HourlyHistory, begin: pd.Timestamp) -> HourlyHistory:
+    """History that ends before `begin` (a late provider) carried forward to it; later history cut."""
+    gap = int((begin - hist.end) / HOUR)
+    if gap < 0:
+        return replace(hist, values=hist.values[:gap])
+    if gap > 6:
+        raise NoDataError(f"{hist.zone}: history ends at {hist.end}, {gap} h before {begin}")
+    return replace(
+        hist, values=np.append(hist.values, np.full(gap, hist.values[-1])), filled=hist.filled + gap
+    )
+
+
+def combine_forecasts(
+    provider: IntensitySignal | None, ours: ModelForecast, begin: pd.Timestamp, hours: int
+) -> IntensitySignal:
+    """The blend as a signal: hourly from `begin`, an 80% interval from the blend's error variance."""
+    index = pd.date_range(begin, periods=hours, freq="h", tz="UTC")
+    theirs = np.full(hours, np.nan)
+    if provider is not None and not provider.values.dropna().empty:
+        if provider.kind != ours.history.kind:
+            raise InvalidInputError(
+                f"provider forecast is {provider.kind.value} but the model was fitted on "
+                f"{ours.history.kind.value} data"
+            )
+        theirs = provider.to_hourly().values.reindex(index).to_numpy(dtype="float64")
+    level = float(np.mean(ours.history.values[-ERROR_WINDOW_H:]))
+    prior = HorizonErrors.provider_prior(level, hours)
+    weight = blend_weights(prior, ours.errors)
+    values = np.clip(blend(theirs, ours.values, weight), 0.0, None)
+    known = np.isfinite(theirs)
+    spread = np.sqrt(np.where(known, blended_mse(prior, ours.errors, weight), _model_mse(ours, hours)))
+    if known.any():
+        source = f"blend of {provider.source if provider else ''} and {ours.source}"
+        note = (
+            f"provider weight per hour ahead {np.round(weight[known][:6], 2).tolist()}...; provider errors: "
+            f"{prior.how}; our model's: {ours.errors.how}; our model alone where the provider has no value"
+        )
+    else:
+        source, note = ours.source, f"our model alone (no provider forecast); errors {ours.errors.how}"
+    return make_signal(
+        pd.Series(values, index=index),
+        zone=ours.history.zone,
+        kind=ours.history.kind,
+        source=source,
+        resolution=HOUR,
+        lower=pd.Series(np.clip(values - Z80 * spread, 0.0, None), index=index, name="lower"),
+        upper=pd.Series(values + Z80 * spread, index=index, name="upper"),
+        issued_at=provider.issued_at if provider is not None and provider.issued_at is not None else begin,
+        notes=(note,),
+    )
+
+
+def _model_mse(ours: ModelForecast, hours: int) -> np.ndarray:
+    mse = ours.errors.mse[:hours]
+    fallback = np.nanmax(np.where(np.isfinite(mse), mse, np.nan)) if np.isfinite(mse).any() else 0.0
+    return np.asarray(np.where(np.isfinite(mse), mse, fallback))

@@ -3,13 +3,16 @@
 One multi-output scikit-learn `Ridge` predicts every horizon at once from the previous 168 hourly values
 (relative to the latest one) and one-hot hour of day and day of week. It is linear, so fitting a year of
 history takes milliseconds and the backtest can refit it every four weeks without ever seeing the future.
+scikit-learn is imported on the first fit, not with this module: the Airflow and Prefect packages import the
+forecast path, and a DAG parse must not pay for scikit-learn.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import Ridge
 
 from carbon_sensors.errors import NoDataError
 from carbon_sensors.forecast.base import (
@@ -19,6 +22,9 @@ from carbon_sensors.forecast.base import (
     target_matrix,
 )
 from carbon_sensors.signal import IntensitySignal
+
+if TYPE_CHECKING:
+    from sklearn.linear_model import Ridge
 
 
 class CalendarLagForecaster(FittedForecaster):
@@ -45,6 +51,8 @@ class CalendarLagForecaster(FittedForecaster):
 
     def fit_array(self, hist: HourlyHistory) -> CalendarLagForecaster:
         """Fit on an hourly history (the backtest's entry point: no signal round trip per refit)."""
+        from sklearn.linear_model import Ridge
+
         values = hist.values
         if len(values) < self.min_history_hours:
             raise NoDataError(f"{hist.zone}: {len(values)} hours of history; {self.min_history_hours} needed")

@@ -2,6 +2,11 @@
 
 "Now" only means something in replay: with a `Replay`, the trace is read as if live (every value labelled
 replay); without one, `latest` is refused rather than answering with a year-old value.
+
+Forecasts have no foresight by default: `forecast="model"` answers with what a user would have had at that
+moment (our model fitted on the trace before it); `forecast_issues` (a recorded issues file or frame) answers
+with the newest recorded provider issue; the recorded future itself only with `forecast="perfect"`, and it is
+labelled a perfect forecast wherever it shows.
 """
 
 from __future__ import annotations
@@ -9,15 +14,21 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 
 from carbon_sensors import embedded
-from carbon_sensors.errors import NoDataError, UnknownZoneError
+from carbon_sensors.errors import InvalidInputError, NoDataError, UnknownZoneError
+from carbon_sensors.forecast.combine import assemble_forecast
+from carbon_sensors.forecast.issues import hourly_issues, read_forecast_issues
 from carbon_sensors.replay import Replay
-from carbon_sensors.signal import IntensityReading, IntensitySignal
+from carbon_sensors.signal import IntensityReading, IntensitySignal, make_signal
 from carbon_sensors.timeutil import require_utc, utcnow
 from carbon_sensors.traces import read_trace
+
+TraceForecast = Literal["model", "perfect"]
+PERFECT_LABEL = "recorded future: PERFECT FORECAST, asked for by name"
 
 
 class TraceProvider:
@@ -33,7 +44,27 @@ class TraceProvider:
         files: dict[str, str | Path] | None = None,
         signals: dict[str, IntensitySignal] | None = None,
         replay: Replay | None = None,
+        forecast: TraceForecast = "model",
+        forecast_issues: str | Path | pd.DataFrame | None = None,
+        history_days: float = 28,
     ) -> None:
+        if forecast not in ("model", "perfect"):
+            raise InvalidInputError(
+                f"forecast={forecast!r} is not valid; use 'model' (no foresight) or 'perfect' (the recorded future)"
+            )
+        if forecast == "perfect" and forecast_issues is not None:
+            raise InvalidInputError("forecast='perfect' and forecast_issues exclude each other; pick one")
+        self.forecast_mode = forecast
+        self.history_days = history_days
+        self.issues = (
+            None
+            if forecast_issues is None
+            else hourly_issues(
+                forecast_issues
+                if isinstance(forecast_issues, pd.DataFrame)
+                else read_forecast_issues(forecast_issues)
+            )
+        )
         self.dataset = dataset
         self.column = column
         self.replay = replay
@@ -87,12 +118,25 @@ class TraceProvider:
             raise NoDataError(f"{zone} ({self.signal(zone).source}): no data between {start} and {end}")
         return replace(sig, replay=self.replay is not None)
 
+    @property
+    def provides_forecast(self) -> bool:
+        """Whether `forecast` is a provider's (recorded issues, or the recorded future) rather than our model,
+        so `assemble_forecast` does not blend our model with itself."""
+        return self.forecast_mode == "perfect" or self.issues is not None
+
     def forecast(
         self, zone: str, start: datetime | None = None, horizon: timedelta = timedelta(hours=24)
     ) -> IntensitySignal:
-        """The recorded future as a perfect forecast, labelled as such (a trace has no real forecast)."""
+        """What a user would have had at `start` (default: now): our model, the newest recorded issue, or
+        with forecast="perfect" the recorded future, labelled as such."""
         begin = require_utc(start, "start") if start is not None else self.now()
         sig = self.signal(zone)
+        if self.issues is not None:
+            return self._recorded_issue(zone, sig, begin, horizon)
+        if self.forecast_mode == "model":
+            past = pd.Timedelta(days=self.history_days)
+            made = assemble_forecast(self, zone, begin, horizon, history=past, use_provider=False)
+            return replace(made, replay=self.replay is not None, source=f"{made.source} (no foresight)")
         begin = pd.Timestamp(begin).floor(sig.resolution)
         future = sig.between(begin, begin + horizon)
         if future.values.dropna().empty:
@@ -101,9 +145,36 @@ class TraceProvider:
             )
         return replace(
             future,
-            source=f"{sig.source} (recorded future: perfect forecast)",
+            source=f"{sig.source} ({PERFECT_LABEL})",
             replay=self.replay is not None,
             issued_at=begin if start is None else utcnow(),
+        )
+
+    def _recorded_issue(
+        self, zone: str, sig: IntensitySignal, begin: datetime, horizon: timedelta
+    ) -> IntensitySignal:
+        """The newest recorded issue issued at or before `begin`, from `begin` for `horizon`."""
+        assert self.issues is not None
+        moment = pd.Timestamp(begin)
+        issued = self.issues[self.issues["issued_at"] <= moment]
+        if issued.empty:
+            raise NoDataError(f"{zone}: no recorded forecast issue at or before {moment.isoformat()}")
+        newest = issued[issued["issued_at"] == issued["issued_at"].max()]
+        hour = moment.floor("h")
+        ahead = newest[(newest["target"] >= hour) & (newest["target"] < moment + horizon)]
+        if ahead.empty:
+            raise NoDataError(
+                f"{zone}: the recorded issue of {newest['issued_at'].iloc[0]} ends before {moment}"
+            )
+        values = pd.Series(ahead["forecast"].to_numpy(), index=pd.DatetimeIndex(ahead["target"]))
+        return make_signal(
+            values,
+            zone=zone,
+            kind=sig.kind,
+            source=f"recorded provider issue of {newest['issued_at'].iloc[0].isoformat()}",
+            resolution=pd.Timedelta(hours=1),
+            replay=self.replay is not None,
+            issued_at=pd.Timestamp(newest["issued_at"].iloc[0]),
         )
 
     async def alatest(self, zone: str) -> IntensityReading:

@@ -11,24 +11,30 @@ import pytest
 
 from carbon_sensors import embedded
 from carbon_sensors.backtest import (
-    HORIZON_H,
+    HISTORY_POLICIES,
     KINDS,
-    POLICIES,
+    PROVIDER_POLICIES,
     WARMUP_H,
     BacktestConfig,
     Jobs,
     Trace,
     backtest_trace,
+    best_start,
     build_forecasts,
+    cheapest_hours,
     hourly,
     rolling_model,
     run_backtest,
     simulate,
-    synthetic_provider,
 )
 from carbon_sensors.cli import main
 from carbon_sensors.errors import InvalidInputError, NoDataError
+from carbon_sensors.forecast.issues import newest_issue_matrix, read_forecast_issues
+from carbon_sensors.forecast.noise import RHO_ISSUES, RHO_TARGETS, correlated_field, correlated_provider
+from carbon_sensors.planner import plan_slots, plan_window
 from carbon_sensors.signal import make_signal
+
+ISSUES = Path(__file__).parents[1] / "fixtures" / "neso_fw48h_issues_sample.csv"
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +50,9 @@ def test_oracle_is_never_beaten_and_every_job_meets_its_deadline(de: Trace) -> N
         jobs.submit + jobs.duration + jobs.slack <= len(actual.values)
     ).all()
     forecasts = build_forecasts(actual, BacktestConfig(), rng)
-    emissions = simulate(actual.values, jobs, forecasts)
+    emissions = simulate(actual.values, jobs, forecasts, HISTORY_POLICIES)
     for kind in KINDS:
-        for policy in POLICIES:
+        for policy in HISTORY_POLICIES:
             assert (emissions["oracle"][kind] <= emissions[policy][kind] + 1e-9).all(), (policy, kind)
     # interruptible oracle is at least as good as contiguous oracle
     assert (emissions["oracle"]["interruptible"] <= emissions["oracle"]["contiguous"] + 1e-9).all()
@@ -63,20 +69,64 @@ def test_model_forecasts_never_see_the_future(de: Trace) -> None:
     assert not np.allclose(before[cut + 1 : cut + 48], after[cut + 1 : cut + 48])
 
 
-def test_synthetic_provider_has_the_asked_error_at_24h() -> None:
-    values = np.full(20000, 300.0)
-    forecast = synthetic_provider(values, 0.10, np.random.default_rng(0))
-    errors = np.abs(forecast[:-HORIZON_H] / 300.0 - 1)
-    assert errors[:, 23].mean() == pytest.approx(0.10, rel=0.05)
-    assert errors[:, 0].mean() < errors[:, 5].mean() < errors[:, 23].mean()
-    again = synthetic_provider(values, 0.10, np.random.default_rng(0))
+def test_correlated_noise_has_the_asked_error_and_correlations() -> None:
+    field = correlated_field(6000, 48, np.random.default_rng(0))
+    assert field.std() == pytest.approx(1.0, abs=0.05)
+    # along one issue's targets, and for one target between issues 3 h and 24 h apart
+    assert np.corrcoef(field[:, 5], field[:, 6])[0, 1] == pytest.approx(RHO_TARGETS, abs=0.03)
+    for gap in (3, 24):
+        same_target = np.corrcoef(field[gap:, 30 - gap], field[:-gap, 30])[0, 1]
+        assert same_target == pytest.approx(RHO_ISSUES**gap, abs=0.05)
+    forecast = correlated_provider(np.full(6000, 300.0), 0.10, 48, np.random.default_rng(1))
+    errors = np.abs(forecast[:-48] / 300.0 - 1)
+    assert errors[:, 23].mean() == pytest.approx(0.10, rel=0.08)
+    assert errors[:, 0].mean() < errors[:, 23].mean()
+    again = correlated_provider(np.full(6000, 300.0), 0.10, 48, np.random.default_rng(1))
     assert np.array_equal(forecast, again, equal_nan=True)
+
+
+def test_backtest_planning_is_the_planners_rule() -> None:
+    rng = np.random.default_rng(5)
+    start = pd.Timestamp("2023-03-01T00:00Z")
+    for _ in range(20):
+        d, s = int(rng.choice([1, 3, 6])), int(rng.choice([6, 12, 24]))
+        row = np.round(rng.normal(200, 40, d + s), 1)
+        signal = make_signal(
+            pd.Series(row, index=pd.date_range(start, periods=d + s, freq="h")), zone="X", source="t"
+        )
+        deadline = start + pd.Timedelta(hours=d + s)
+        window = plan_window(signal, duration=pd.Timedelta(hours=d), deadline=deadline, earliest_start=start)
+        assert window.start == start + pd.Timedelta(hours=best_start(row, d, s))
+        slots = plan_slots(
+            signal,
+            duration=pd.Timedelta(hours=d),
+            deadline=deadline,
+            earliest_start=start,
+            min_chunk=pd.Timedelta(hours=1),
+        )
+        hours = sorted(
+            int((a - start) / pd.Timedelta(hours=1)) + i
+            for a, b in slots.slots
+            for i in range(int((b - a) / pd.Timedelta(hours=1)))
+        )
+        assert row[hours].sum() == pytest.approx(row[cheapest_hours(row, d, s)].sum())
+
+
+def test_issues_are_used_only_from_their_issue_time() -> None:
+    issues = read_forecast_issues(ISSUES)
+    first = issues["issued_at"].min()  # 03:31: usable from the 04:00 row on, never at 03:00
+    start = first.floor("h") - pd.Timedelta(hours=2)
+    matrix, age = newest_issue_matrix(issues, start, 12, 6)
+    assert np.isnan(matrix[:3]).all() and np.isfinite(matrix[3]).all()
+    assert age[3] == pytest.approx(29 / 60)
+    hour4 = issues[(issues["target_start"] >= start + pd.Timedelta(hours=3))].iloc[:2]["forecast"].mean()
+    assert matrix[3, 0] == pytest.approx(hour4)
 
 
 def test_report_shape_and_scores(de: Trace) -> None:
     report = run_backtest([de], BacktestConfig(jobs=80, seed=1))
     mean = report["mean"]
-    assert set(mean) == set(POLICIES)
+    assert set(mean) == set(HISTORY_POLICIES)
     for kind in KINDS:
         assert (
             mean["oracle"][kind]["oracle_fraction"] == 1.0 and mean["run_now"][kind]["oracle_fraction"] == 0.0
@@ -90,8 +140,12 @@ def test_report_shape_and_scores(de: Trace) -> None:
 
 def test_provider_forecast_flag_is_reported(de: Trace) -> None:
     result = backtest_trace(de, BacktestConfig(jobs=40, forecast_mape=0.1))
-    assert {"provider", "ours_blend"} <= set(result["forecast_error"])
-    assert "synthetic provider" in BacktestConfig(forecast_mape=0.1).describe()["forecast"]
+    assert {"provider", "blend", "blend_measured"} <= set(result["forecast_error"])
+    assert set(result["policies"]) == set(PROVIDER_POLICIES)
+    described = BacktestConfig(forecast_mape=0.1).describe()
+    assert "synthetic provider" in described["forecast"] and described["real_or_synthetic"] == "synthetic"
+    assert described["noise_model"]["rho_between_issues_per_hour"] == RHO_ISSUES
+    assert "assemble_forecast" in described["policies"]["ours"]
 
 
 def test_bad_config_and_short_traces_are_refused() -> None:
@@ -127,3 +181,28 @@ def test_cli_backtest_on_a_trace_file_with_its_forecast(
     report = json.loads(capsys.readouterr().out)
     assert report["config"]["uses_trace_forecast_column"] is True
     assert 24 * 60 <= report["traces"]["neso.csv"]["hours"] <= 24 * 61  # 30-min rows averaged to hours
+
+
+def test_cli_backtest_on_real_recorded_issues(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    neso = embedded.load("GB", dataset="neso-2023").values
+    actual = neso[: pd.Timestamp("2023-03-24T00:00Z")]
+    path = tmp_path / "actuals.csv"
+    pd.DataFrame(
+        {"from": pd.DatetimeIndex(actual.index).strftime("%Y-%m-%dT%H:%MZ"), "actual": actual.to_numpy()}
+    ).to_csv(path, index=False)
+    args = ["backtest", "--forecast-issues", str(ISSUES), "--trace", str(path), "--jobs", "60", "--json"]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    config = report["config"]
+    assert config["forecast_issues"] == ISSUES.name and config["real_or_synthetic"] == "real"
+    assert config["shipped_policy"] == "ours" and config["noise_model"] is None
+    mean = report["mean"]
+    assert set(mean) == set(PROVIDER_POLICIES)
+    for kind in KINDS:
+        assert mean["oracle"][kind]["oracle_fraction"] == 1.0
+        assert mean["plan_once"][kind]["oracle_fraction"] <= 1.0
+    first, last = report["traces"]["actuals.csv"]["submissions"]
+    assert pd.Timestamp(first) >= pd.Timestamp("2023-03-14T04:00Z")
+    assert pd.Timestamp(last) <= pd.Timestamp("2023-03-22T11:00Z")
+    assert main(["backtest", "--forecast-issues", str(ISSUES), "--zone", "GB"]) == 2
+    assert "exactly one --trace" in capsys.readouterr().err

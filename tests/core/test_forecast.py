@@ -8,13 +8,10 @@ import pytest
 
 from carbon_sensors import embedded
 from carbon_sensors.errors import InvalidInputError, NaiveDatetimeError, NoDataError
-from carbon_sensors.forecast import (
-    CalendarLagForecaster,
-    SeasonalNaive,
-    inverse_variance_blend,
-    provider_then_model,
-)
+from carbon_sensors.forecast import CalendarLagForecaster, SeasonalNaive, assemble_forecast
 from carbon_sensors.forecast.base import target_matrix
+from carbon_sensors.forecast.combine import HorizonErrors, blend, blend_weights, recent_errors
+from carbon_sensors.providers.trace import TraceProvider
 from carbon_sensors.signal import make_signal
 
 T = pd.Timestamp
@@ -90,23 +87,42 @@ def test_bad_inputs_are_refused() -> None:
         SeasonalNaive().fit(all_nan)
 
 
-def test_provider_forecast_then_model_beyond_its_horizon() -> None:
-    past, future = history()
-    model = CalendarLagForecaster().fit(make_signal(past, zone="DE", source="em"))
-    provider = make_signal(future.iloc[:10], zone="DE", source="provider")
-    combined = provider_then_model(provider, model, START, pd.Timedelta(hours=24))
-    assert len(combined) == 24
-    assert combined.values.iloc[:10].to_numpy() == pytest.approx(future.iloc[:10].to_numpy())
-    ours = model.predict(START, pd.Timedelta(hours=24))
-    assert combined.values.iloc[10:].to_numpy() == pytest.approx(ours.values.iloc[10:].to_numpy())
-    assert "provider" in combined.source and model.name in combined.source
-    assert provider_then_model(None, model, START, pd.Timedelta(hours=24)).source == ours.source
+class _WithForecast(TraceProvider):
+    """The embedded trace, with a provider forecast of the next 10 hours that is the actual + 5."""
+
+    provides_forecast = True
+
+    def forecast(self, zone: str, start: object = None, horizon: object = None) -> object:
+        future = self.signal(zone).between(START, START + pd.Timedelta(hours=10))
+        return make_signal(future.values + 5.0, zone=zone, source="provider")
 
 
-def test_inverse_variance_blend_weights_and_skips_nan() -> None:
-    a = np.array([[10.0, np.nan]])
-    b = np.array([[20.0, 30.0]])
-    blended = inverse_variance_blend([a, b], [np.array([1.0, 1.0]), np.array([3.0, 3.0])])
-    assert blended == pytest.approx(np.array([[12.5, 30.0]]))
-    with pytest.raises(InvalidInputError):
-        inverse_variance_blend([a], [])
+def test_assemble_blends_the_provider_and_our_model_per_hour_ahead() -> None:
+    blended = assemble_forecast(_WithForecast(), "DE", START, pd.Timedelta(hours=24))
+    alone = assemble_forecast(TraceProvider(), "DE", START, pd.Timedelta(hours=24), use_provider=False)
+    assert len(blended) == 24 and blended.start == START
+    assert "blend of provider" in blended.source and "provider weight" in blended.notes[0]
+    actual = embedded.load("DE").values[START:].iloc[:10].to_numpy()
+    # a 5 g provider error is far below the prior, so the blend sits between the two, near the provider
+    ours, mix = alone.values.to_numpy()[:10], blended.values.to_numpy()[:10]
+    assert (np.abs(mix - (actual + 5)) <= np.abs(ours - (actual + 5)) + 1e-9).all()
+    assert blended.values.to_numpy()[10:] == pytest.approx(alone.values.to_numpy()[10:])  # model beyond
+    assert (blended.lower <= blended.values).all() and (blended.values <= blended.upper).all()
+    assert "our model alone" in alone.notes[0]
+
+
+def test_blend_weights_follow_measured_errors_and_skip_nan() -> None:
+    provider = HorizonErrors(np.array([1.0, 9.0, np.inf]), "p")
+    model = HorizonErrors(np.array([3.0, 1.0, 4.0]), "m")
+    weight = blend_weights(provider, model)
+    assert weight == pytest.approx([0.75, 0.1, 0.0])
+    mixed = blend(np.array([10.0, 10.0, np.nan]), np.array([20.0, 20.0, 30.0]), weight)
+    assert mixed == pytest.approx([12.5, 19.0, 30.0])
+
+
+def test_recent_errors_only_use_targets_before_now() -> None:
+    values = np.arange(100.0)
+    forecast = np.tile(np.arange(3.0), (100, 1)) + np.arange(100.0)[:, None]  # perfect
+    forecast[60:] += 50.0  # bad issues after hour 60
+    assert np.all(recent_errors(forecast, values, 60, 24).mse == 0.0)
+    assert np.all(recent_errors(forecast, values, 70, 24).mse > 0.0)

@@ -53,7 +53,11 @@ def test_trace_provider_replays_real_values_labelled_as_replay() -> None:
     assert reading.period_start == TRACE
     assert reading.value == 272.14  # the recorded Electricity Maps value for DE at 2023-06-01 00:00 UTC
     forecast = provider.forecast("DE", horizon=timedelta(hours=6))
-    assert len(forecast) == 6 and "perfect forecast" in forecast.source
+    assert len(forecast) == 6 and "no foresight" in forecast.source  # our model on the trace's past
+    perfect = TraceProvider(replay=provider.replay, forecast="perfect").forecast(
+        "DE", horizon=timedelta(hours=6)
+    )
+    assert len(perfect) == 6 and "PERFECT FORECAST" in perfect.source
 
 
 def test_trace_provider_without_replay_has_no_now() -> None:
