@@ -10,8 +10,8 @@ import pandas as pd
 from carbon_sensors.errors import InvalidInputError, NaiveDatetimeError
 from carbon_sensors.validation import EARLIEST, LATEST, short_repr
 
-MAX_DURATION = timedelta(days=3650)
-"""Longer durations are typos (and overflow the nanosecond timedeltas pandas computes with)."""
+MAX_DURATION = timedelta(days=36500)
+"""100 years: longer durations are typos (and overflow the nanosecond timedeltas pandas computes with)."""
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d)\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}
 
@@ -38,9 +38,7 @@ def parse_utc(text: str | datetime, name: str = "datetime") -> pd.Timestamp:
     try:
         ts = pd.Timestamp(text)
     except (ValueError, TypeError, OverflowError) as exc:
-        raise InvalidInputError(
-            f"{name}={short_repr(text)} is not an ISO 8601 datetime; {expected}"
-        ) from exc
+        raise InvalidInputError(f"{name}={short_repr(text)} is not an ISO 8601 datetime; {expected}") from exc
     if pd.isna(ts):
         raise InvalidInputError(f"{name}={short_repr(text)} is not an ISO 8601 datetime; {expected}")
     moment = require_utc(ts, name)

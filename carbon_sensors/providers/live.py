@@ -103,16 +103,22 @@ class LiveProvider(ABC):
         async_transport: AsyncTransport | None = None,
         cache: TTLCache | None = None,
         ttl: timedelta = timedelta(minutes=5),
+        failure_ttl: timedelta = timedelta(seconds=30),
         max_age: timedelta = timedelta(hours=3),
         clock: Callable[[], pd.Timestamp] = utcnow,
     ) -> None:
+        """`ttl`: how long an answer is reused; `failure_ttl`: how long a failure is (so an outage costs one
+        attempt, with its retries, per period rather than one per decision; never longer than `ttl`)."""
         if max_age <= timedelta(0):
             raise InvalidInputError(f"max_age={max_age} must be positive")
+        if failure_ttl < timedelta(0):
+            raise InvalidInputError(f"failure_ttl={failure_ttl} must not be negative (0 keeps no failure)")
         self.base_url = base_url_from(base_url, self.url_env, self.default_url)
         self.transport = transport or SyncTransport()
         self.async_transport = async_transport or AsyncTransport()
         self.cache = cache if cache is not None else shared_cache()
         self.ttl = ttl
+        self.failure_ttl = failure_ttl
         self.max_age = max_age
         self.clock = clock
 
@@ -197,13 +203,21 @@ class LiveProvider(ABC):
                 if step is not None:
                     key, life, first = step
                     self.cache.get_or_fetch(
-                        key, life.total_seconds(), lambda: run_sync(first(), self.transport)
+                        key,
+                        life.total_seconds(),
+                        lambda: run_sync(first(), self.transport),
+                        failure_ttl=self.failure_ttl.total_seconds(),
                     )
                 return run_sync(build(), self.transport)
             except TransportFailure as exc:
                 self._raise_unreachable(zone, exc)
 
-        return self.cache.get_or_fetch(self._cache_key(key), self.ttl.total_seconds(), fetch)
+        return self.cache.get_or_fetch(
+            self._cache_key(key),
+            self.ttl.total_seconds(),
+            fetch,
+            failure_ttl=self.failure_ttl.total_seconds(),
+        )
 
     async def _async(self, key: tuple[Hashable, ...], zone: str, build: Callable[[], Exchange[T]]) -> T:
         async def fetch() -> T:
@@ -212,13 +226,21 @@ class LiveProvider(ABC):
                 if step is not None:
                     key, life, first = step
                     await self.cache.aget_or_fetch(
-                        key, life.total_seconds(), lambda: run_async(first(), self.async_transport)
+                        key,
+                        life.total_seconds(),
+                        lambda: run_async(first(), self.async_transport),
+                        failure_ttl=self.failure_ttl.total_seconds(),
                     )
                 return await run_async(build(), self.async_transport)
             except TransportFailure as exc:
                 self._raise_unreachable(zone, exc)
 
-        return await self.cache.aget_or_fetch(self._cache_key(key), self.ttl.total_seconds(), fetch)
+        return await self.cache.aget_or_fetch(
+            self._cache_key(key),
+            self.ttl.total_seconds(),
+            fetch,
+            failure_ttl=self.failure_ttl.total_seconds(),
+        )
 
     def _cache_key(self, key: tuple[Hashable, ...]) -> tuple[Hashable, ...]:
         return (self.name, self.base_url, *key)

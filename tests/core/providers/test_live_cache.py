@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
+import tracemalloc
 from datetime import timedelta
 
 import pytest
@@ -14,7 +16,7 @@ from carbon_sensors.providers.cache import TTLCache, shared_cache
 from carbon_sensors.providers.http import AsyncTransport, RetryPolicy, SyncTransport
 from carbon_sensors.providers.uk import UKCarbonIntensityProvider
 
-from .live_api_support import options, recorded, url_of
+from .live_api_support import ask, options, recorded, url_of
 
 NOW = "2018-01-20T12:10Z"
 
@@ -77,29 +79,114 @@ def test_entries_expire_after_the_ttl(api: HTTPServer) -> None:
     assert len(api.log) == 2
 
 
-def test_errors_are_not_cached(api: HTTPServer) -> None:
-    api.expect_oneshot_request("/intensity").respond_with_data("down", status=500)
-    serve_intensity(api)
-    no_retry = RetryPolicy(retries=0)
-    uk = UKCarbonIntensityProvider(
+def failing_uk(
+    server: HTTPServer, ticks: list[float], retries: int = 0, failure_ttl: float = 30.0
+) -> UKCarbonIntensityProvider:
+    """NESO provider on `server` with a settable cache clock, `retries` quick retries, failures kept."""
+    retry = RetryPolicy(retries=retries, backoff=0.05)
+    return UKCarbonIntensityProvider(
         **{
-            **options(url_of(api), NOW),
-            "transport": SyncTransport(retry=no_retry),
-            "async_transport": AsyncTransport(retry=no_retry),
+            **options(url_of(server), NOW),
+            "transport": SyncTransport(retry=retry),
+            "async_transport": AsyncTransport(retry=retry),
+            "cache": TTLCache(clock=lambda: ticks[0]),
+            "failure_ttl": timedelta(seconds=failure_ttl),
         }
     )
+
+
+def test_a_failure_is_kept_for_failure_ttl_then_tried_again(api: HTTPServer, mode: str) -> None:
+    """A failing provider blocked training: every decision repeated the whole retry sequence."""
+    api.expect_oneshot_request("/intensity").respond_with_data("down", status=500)
+    serve_intensity(api)
+    ticks = [0.0]
+    uk = failing_uk(api, ticks)
+    for _ in range(3):
+        with pytest.raises(ProviderUnavailableError, match="HTTP 500"):
+            ask(mode, uk, "latest", "GB")
+    assert len(api.log) == 1, "a kept failure must not ask upstream again"
+    ticks[0] = 31.0
+    assert ask(mode, uk, "latest", "GB").value == 263.0
+    assert len(api.log) == 2
+
+
+def test_failure_ttl_zero_keeps_no_failure(api: HTTPServer) -> None:
+    api.expect_oneshot_request("/intensity").respond_with_data("down", status=500)
+    serve_intensity(api)
+    uk = failing_uk(api, [0.0], failure_ttl=0.0)
     with pytest.raises(ProviderUnavailableError):
         uk.latest("GB")
     assert uk.latest("GB").value == 263.0
 
 
-def test_concurrent_async_askers_all_get_the_error_and_the_next_ask_retries(api: HTTPServer) -> None:
+def test_threads_and_async_askers_share_one_attempt_per_failure_period(api: HTTPServer) -> None:
+    """B11: ten threads against a failing upstream made 40 requests. Now 10 threads and 50 tasks of an
+    event loop in another thread, asking together, cost one attempt (1 request + 2 retries) per period."""
+    api.expect_request("/intensity").respond_with_data("down", status=500)
+    ticks = [0.0]
+    uk = failing_uk(api, ticks, retries=2)
+
+    def one_period() -> list[object]:
+        outcomes: list[object] = []
+        start = threading.Barrier(11)
+
+        def sync_asker() -> None:
+            start.wait()
+            try:
+                outcomes.append(uk.latest("GB"))
+            except ProviderUnavailableError as exc:
+                outcomes.append(exc)
+
+        async def async_askers() -> None:
+            start.wait()
+            outcomes.extend(
+                await asyncio.gather(*(uk.alatest("GB") for _ in range(50)), return_exceptions=True)
+            )
+
+        threads = [threading.Thread(target=sync_asker) for _ in range(10)]
+        threads.append(threading.Thread(target=lambda: asyncio.run(async_askers())))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        return outcomes
+
+    first = one_period()
+    assert len(first) == 60 and all(isinstance(o, ProviderUnavailableError) for o in first), first
+    assert len(api.log) == 3, f"{len(api.log)} requests: expected one attempt with its 2 retries"
+    assert len({id(o) for o in first}) == 60, "each asker gets its own copy of the error"
+    assert len(one_period()) == 60 and len(api.log) == 3, "within failure_ttl nobody asks upstream"
+    ticks[0] = 31.0
+    assert len(one_period()) == 60 and len(api.log) == 6, "the next period makes one new attempt"
+
+
+def test_memory_per_key_returns_to_baseline_after_clear() -> None:
+    """B11: per-key locks grew without bound (20k keys: 5.1 MB) and clear() kept them."""
+    cache = TTLCache(max_entries=50_000)
+    keys = [("latest", f"ZONE-{i}") for i in range(20_000)]
+    value = object()
+    gc.collect()
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        for key in keys:
+            cache.get_or_fetch(key, 300.0, lambda: value)
+        grown = tracemalloc.get_traced_memory()[0] - baseline
+        cache.clear()
+        gc.collect()
+        left = tracemalloc.get_traced_memory()[0] - baseline
+    finally:
+        tracemalloc.stop()
+    assert len(cache) == 0
+    assert grown > 500_000, f"the entries should have cost memory ({grown} bytes)"
+    assert left < 50_000, f"{left} bytes still held after clear() (grew {grown})"
+
+
+def test_concurrent_async_askers_all_get_the_error_and_it_is_kept(api: HTTPServer) -> None:
     api.expect_oneshot_request("/intensity").respond_with_data("down", status=500)
     serve_intensity(api)
-    no_retry = RetryPolicy(retries=0)
-    uk = UKCarbonIntensityProvider(
-        **{**options(url_of(api), NOW), "async_transport": AsyncTransport(retry=no_retry)}
-    )
+    ticks = [0.0]
+    uk = failing_uk(api, ticks)
 
     async def many() -> list[object]:
         return list(await asyncio.gather(*(uk.alatest("GB") for _ in range(50)), return_exceptions=True))
@@ -107,6 +194,7 @@ def test_concurrent_async_askers_all_get_the_error_and_the_next_ask_retries(api:
     outcomes = asyncio.run(many())
     assert all(isinstance(o, ProviderUnavailableError) for o in outcomes)
     assert len(api.log) == 1
+    ticks[0] = 31.0
     assert asyncio.run(uk.alatest("GB")).value == 263.0
 
 
