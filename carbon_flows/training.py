@@ -22,11 +22,21 @@ from prefect.client.schemas.objects import State
 from prefect.utilities.importtools import import_object
 
 from carbon_flows import events
-from carbon_flows.artifacts import LiveProgress, emissions_rows, publish_epoch_table, publish_markdown
+from carbon_flows.artifacts import (
+    TRAINING_TAG,
+    LiveProgress,
+    emissions_rows,
+    publish_epoch_table,
+    publish_markdown,
+    run_chart,
+    training_id,
+    training_key,
+)
 from carbon_flows.rescheduling import current_deployment_run, reschedule_current_run, rescheduled_state
 from carbon_flows.sources import SourceSpec, clock_of, resolve_source
 from carbon_flows.wait import BAD_SETUP, resolve_deadline, run_logger, wait_for_low_carbon
 from carbon_sensors import strategies
+from carbon_sensors.deadline import ORCHESTRATOR_RESUME_OVERHEAD
 from carbon_sensors.decision import Strategy
 from carbon_sensors.emissions import read_jsonl
 from carbon_sensors.errors import CarbonAwareError, InvalidInputError
@@ -115,6 +125,19 @@ def strategy_options_for(
     return {**given, **(extra or {})}
 
 
+def training_deadline(deadline: str | None, within: str | None, now: pd.Timestamp) -> pd.Timestamp:
+    """The finish-by time; a run that starts after its given deadline (a rescheduled or retried run that came
+    late) keeps it and trains at once (the deadline guard says so), where a wait would refuse it."""
+    if deadline is not None and deadline != "" and within is None:
+        finish_by = parse_utc(deadline, "deadline")
+        if finish_by <= now:
+            run_logger().warning(
+                "late run: the deadline %s has passed; training at once", finish_by.isoformat()
+            )
+            return finish_by
+    return resolve_deadline(deadline, within, now)
+
+
 def check_source(source: IntensitySource, zone: str) -> None:
     """Fail now on a bad zone or a refused key, not mid-run; an outage is left to the strategy's fallback."""
     try:
@@ -191,8 +214,11 @@ class _ProgressReporter:
 
 
 def publish_training_artifacts(outcome: TrainingOutcome, *, zone: str, prefix: str) -> None:
-    """The markdown report (the same fields as the Airflow XCom report) and the per-epoch table."""
+    """The markdown report (the same fields as the Airflow XCom report, and the run's chart) and the
+    per-epoch table, under keys of this training (see `carbon_flows.artifacts`)."""
     result = outcome.result
+    training = training_id()
+    epochs = epoch_rows(result)
     summary = {
         "status": "rescheduled" if outcome.rescheduled else result.status,
         "steps done": result.steps_done,
@@ -206,11 +232,12 @@ def publish_training_artifacts(outcome: TrainingOutcome, *, zone: str, prefix: s
         f"Carbon-aware training report: {zone}",
         summary,
         emissions_rows(result.report.to_dict()),
-        key=f"{prefix}-report",
+        key=training_key(prefix, training, "report"),
         description=f"Energy and emissions of carbon-aware training in {zone}",
+        chart=run_chart(result.timeline_path, epochs, f"{zone}: intensity while training, energy per epoch"),
     )
     publish_epoch_table(
-        epoch_rows(result), key=f"{prefix}-epochs", description="Energy (kWh), emissions (gCO2eq) per epoch"
+        epochs, key=training_key(prefix, training, "epochs"), description="Energy and emissions per epoch"
     )
 
 
@@ -232,26 +259,40 @@ def train_carbon_aware(
     artifact_prefix: str = "carbon-training",
     decision_refresh_seconds: float = 30.0,
     progress_every_seconds: float = 2.0,
+    expected_duration: str | None = None,
+    resume_overhead: str = f"{ORCHESTRATOR_RESUME_OVERHEAD.total_seconds():g}s",
+    on_outage: str | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> TrainingOutcome:
     """Train `job` carbon-aware in `zone`; pauses wait in-process or reschedule the deployment (see module).
 
     `strategy` is a name from `STRATEGIES` (built with `options`) or a strategy object. `paused_since` (set
     by a rescheduled run) restores a threshold strategy's pause clock, so its max-pause bound holds across runs.
+    Whatever the strategy says, the deadline guard (`carbon_sensors.deadline`) starts training by the deadline
+    minus an upper estimate of the work minus `resume_overhead` (wall time a rescheduled run needs to start);
+    `expected_duration` sizes a job whose data loader has no len(). `on_outage`: 'open' trains without carbon
+    data, 'closed' pauses (bounded by max_pause and the deadline); a built-in strategy's option.
     """
     log = run_logger()
     training = build_job(job)
     intensity_source = resolve_source(source)
     clock = clock_of(intensity_source)
-    finish_by = resolve_deadline(deadline, within, clock.now())
+    finish_by = training_deadline(deadline, within, clock.now())
     chosen = (
-        build_strategy(strategy, intensity_source, zone, options) if isinstance(strategy, str) else strategy
+        build_strategy(strategy, intensity_source, zone, strategies.with_outage_policy(options, on_outage))
+        if isinstance(strategy, str)
+        else strategy
     )
+    overhead = clock.grid_duration(parse_duration(resume_overhead, "resume_overhead"))
+    work = None if expected_duration is None else parse_duration(expected_duration, "expected_duration")
     check_source(intensity_source, zone)
     if paused_since is not None and isinstance(chosen, strategies.ThresholdStrategy):
         chosen.paused_since = parse_utc(paused_since, "paused_since")
     in_process_limit = parse_duration(max_in_process_pause, "max_in_process_pause")
-    progress = LiveProgress(key=f"{artifact_prefix}-progress", description=f"Carbon-aware training in {zone}")
+    progress = LiveProgress(
+        key=training_key(artifact_prefix, training_id(), "progress"),
+        description=f"Carbon-aware training in {zone}",
+    )
 
     def attempt(checkpoint: str | None) -> TrainingResult:
         runner = TrainingRunner(
@@ -264,6 +305,8 @@ def train_carbon_aware(
             clock=clock.now,
             decision_refresh_seconds=decision_refresh_seconds,
             pue=pue,
+            expected_duration=work,
+            resume_overhead=overhead,
         )
         with _ProgressReporter(runner, progress, progress_every_seconds):
             return runner.run(resume_from=checkpoint)
@@ -284,9 +327,10 @@ def train_carbon_aware(
                     "deadline": finish_by.isoformat(),
                     "paused_since": None if since is None else since.isoformat(),
                 },
+                extra_tags=[f"{TRAINING_TAG}{training_id()}"],
             )
             outcome = TrainingOutcome(result, True, str(next_run.id), resume_wall, resumes)
-            log.info("training paused at step %d; %s", result.steps_done, outcome.final_state().message)
+            log.info("%s", outcome.final_state().message)
             publish_training_artifacts(outcome, zone=zone, prefix=artifact_prefix)
             return outcome
         log.info("training paused at step %d: waiting %.1f s in process", result.steps_done, wait)
@@ -320,6 +364,7 @@ def carbon_aware_training(
     pue: float = 1.0,
     decision_refresh_seconds: float = 30.0,
     artifact_prefix: str = "carbon-training",
+    on_outage: Literal["open", "closed"] | None = None,
 ) -> dict[str, Any] | State[Any]:
     """Wait for a window for `expected_duration` (if given, on a fresh start), then train carbon-aware.
 
@@ -363,5 +408,7 @@ def carbon_aware_training(
         pue=pue,
         decision_refresh_seconds=decision_refresh_seconds,
         artifact_prefix=artifact_prefix,
+        expected_duration=expected_duration,
+        on_outage=on_outage,
     )
     return outcome.final_state() if outcome.rescheduled else outcome.to_dict()
