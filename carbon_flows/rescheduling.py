@@ -1,7 +1,9 @@
 """Schedule a new run of the current deployment for later, so this run can end and free its infrastructure.
 
 Idempotent: the key names this run and the target time, so a retried flow run (or a task retried inside it)
-finds the run it already scheduled instead of scheduling a second one.
+finds the run it already scheduled instead of scheduling a second one. Under replay the scheduled run gets this
+run's replay epoch in its environment (job variables), so it wakes on the same grid clock: without it, a run
+scheduled for the window restarted the replay, found the dirty hour again and rescheduled itself forever.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from prefect.client.schemas.objects import FlowRun, State
 from prefect.context import FlowRunContext
 from prefect.deployments import run_deployment
 from prefect.states import Completed
+
+from carbon_sensors.replay import replay_handoff
 
 RESCHEDULED = "Rescheduled"
 RESCHEDULED_TAG = "carbon-aware:rescheduled"
@@ -36,7 +40,8 @@ def reschedule_current_run(
 ) -> FlowRun:
     """Schedule a run of this run's deployment at `at_wall`: same parameters (plus overrides), queue, job variables.
 
-    A run started with its own job variables (an environment, resources) continues with them.
+    A run started with its own job variables (an environment, resources) continues with them, plus the
+    replay settings of this run (if any) in its environment.
 
     Overrides only apply to parameters the flow declares (e.g. an absolute deadline, a checkpoint to resume),
     so a flow without them is rescheduled unchanged.
@@ -49,6 +54,9 @@ def reschedule_current_run(
     declared = inspect.signature(ctx.flow.fn).parameters if ctx.flow is not None else {}
     parameters = dict(flow_run.parameters)
     parameters.update({k: v for k, v in (parameter_overrides or {}).items() if k in declared})
+    job_variables = dict(flow_run.job_variables or {})
+    if replay := replay_handoff():
+        job_variables["env"] = {**job_variables.get("env", {}), **replay}
     scheduled = run_deployment(
         flow_run.deployment_id,
         parameters=parameters,
@@ -58,7 +66,7 @@ def reschedule_current_run(
         tags=sorted({*flow_run.tags, RESCHEDULED_TAG, *extra_tags}),
         idempotency_key=f"carbon-aware/{flow_run.id}/{at_wall.isoformat()}",
         work_queue_name=flow_run.work_queue_name,
-        job_variables=flow_run.job_variables or None,
+        job_variables=job_variables or None,
     )
     assert isinstance(scheduled, FlowRun)  # called from sync code: the sync dispatch returns the run
     return scheduled

@@ -1,6 +1,9 @@
 """End to end: a real `prefect server` (SQLite in a temp PREFECT_HOME) and a process worker run the example
 deployment on a dirty grid (real DE data replayed as live); the run reschedules itself at the planned window,
 and the scheduled run completes there with its report artifact. Every process started is stopped by PID.
+
+The worker's replay has no wall start (as a user sets it up: a start and a speed), so the first flow run fixes
+the replay epoch and must hand it to the run it schedules; before, that run restarted the replay and looped.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun
 from prefect_processes import ProcessGroup, wait_until
 
-from carbon_sensors.replay import Replay
+from carbon_sensors.replay import ENV_SPEED, ENV_START, ENV_WALL_START, Replay
 
 pytestmark = pytest.mark.slow
 
@@ -43,6 +46,7 @@ TRACE_START = pd.Timestamp("2023-06-02T05:00Z")
 WINDOW = pd.Timestamp("2023-06-02T11:00Z")
 DEADLINE = "2023-06-02T16:00Z"
 SPEED = 900.0  # 15 trace minutes a wall second: the window comes 24 s after the replay starts
+WORKER_REPLAY = {ENV_START: TRACE_START.isoformat(), ENV_SPEED: repr(SPEED)}  # no wall start: runs fix it
 
 
 @dataclass
@@ -50,7 +54,6 @@ class Stack:
     api: str
     env: dict[str, str]
     processes: ProcessGroup
-    replay: Replay
 
     def client(self) -> SyncPrefectClient:
         return SyncPrefectClient(self.api)
@@ -99,8 +102,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             env=env, cwd=home,
         )  # fmt: skip
         wait_until(lambda: _healthy(api), timeout=90, what=f"prefect server at {api}\n{processes.logs()}")
-        replay = Replay(TRACE_START, pd.Timestamp(datetime.now(UTC)) + timedelta(seconds=20), SPEED)
-        stack = Stack(api, {**env, **replay.to_env()}, processes, replay)
+        env.pop(ENV_WALL_START, None)
+        stack = Stack(api, {**env, **WORKER_REPLAY}, processes)
         stack.cli("work-pool", "create", POOL, "--type", "process")
         stack.cli("deploy", "--all", cwd=FLOWS)
         processes.start(
@@ -129,7 +132,6 @@ def _final(client: SyncPrefectClient, run_id: object, timeout: float, logs: Proc
 def test_dirty_grid_reschedules_to_window_and_completes_with_report(stack: Stack) -> None:
     with stack.client() as client:
         deployment = client.read_deployment_by_name("carbon-window-report/carbon-window-report")
-        wait_until(lambda: stack.replay.trace_time() >= TRACE_START, timeout=30, what="replay start")
         first = client.create_flow_run_from_deployment(
             deployment.id, parameters={"deadline": DEADLINE, "max_in_process_wait": "5s"}
         )
@@ -141,7 +143,18 @@ def test_dirty_grid_reschedules_to_window_and_completes_with_report(stack: Stack
         (second,) = _rescheduled_runs(client, deployment.id)
         assert second.id != first.id
         assert second.parameters["deadline"] == DEADLINE
-        planned_wall = stack.replay.wall_time(WINDOW)
+        handed_on = (second.job_variables or {})[
+            "env"
+        ]  # the epoch the first run fixed, for the run it scheduled
+        assert {k: handed_on[k] for k in WORKER_REPLAY} == WORKER_REPLAY
+        replay = Replay.from_env(dict(handed_on))
+        assert replay is not None and first.start_time is not None
+        assert pd.Timestamp(first.start_time) <= replay.wall_start  # fixed by the first run, not by the test
+        # The epoch is fixed when the first run reads the grid and planning takes a few wall s (an hour or so
+        # of trace time at this speed), so the plan may start anywhere in the day's low.
+        planned = pd.Timestamp(_between(first.state.message or "", "for the window at ", " ("))
+        assert WINDOW <= planned <= WINDOW + timedelta(hours=1), planned
+        planned_wall = replay.wall_time(planned)
         assert second.expected_start_time is not None
         assert abs(pd.Timestamp(second.expected_start_time) - planned_wall) < pd.Timedelta(seconds=2)
         assert f"carbon-aware:deadline:{pd.Timestamp(DEADLINE).isoformat()}" in second.tags
@@ -149,6 +162,8 @@ def test_dirty_grid_reschedules_to_window_and_completes_with_report(stack: Stack
         second = _final(client, second.id, 120, stack.processes)
         assert second.state is not None and second.state.is_completed() and second.state.name == "Completed"
         assert second.start_time is not None and pd.Timestamp(second.start_time) >= planned_wall
+        assert [r.id for r in _rescheduled_runs(client, deployment.id)] == [second.id]  # no loop
+        assert len([t for t in second.tags if t.startswith("carbon-aware:deadline:")]) == 1
 
         (artifact,) = client.read_artifacts(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[second.id]))
@@ -158,7 +173,7 @@ def test_dirty_grid_reschedules_to_window_and_completes_with_report(stack: Stack
         assert "# Carbon window report: DE" in text
         # The scheduled run re-plans when it starts (a few wall seconds late = an hour or so of trace time at
         # this speed); it must find the grid clean and start at once, inside the planned low.
-        started_grid = stack.replay.trace_time(pd.Timestamp(second.start_time))
+        started_grid = replay.trace_time(pd.Timestamp(second.start_time))
         window_start = pd.Timestamp(_row(text, "Window start (grid time)"))
         assert WINDOW <= window_start <= started_grid + pd.Timedelta(minutes=30), (window_start, started_grid)
         expected = float(_row(text, "Expected intensity"))
@@ -214,14 +229,15 @@ def test_training_deployment_pauses_by_checkpoint_and_resumes_in_a_new_run(
                 artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[second.id]))
             )
         }
-    assert set(found) == {"e2e-training-report", "e2e-training-epochs", "e2e-training-progress"}
-    report = str(found["e2e-training-report"].data)
+    training = f"e2e-training-{first.id.hex[:12]}"  # the first run's id names the whole training's artifacts
+    assert set(found) == {f"{training}-report", f"{training}-epochs", f"{training}-progress"}
+    report = str(found[f"{training}-report"].data)
     assert "- **status**: completed" in report and "- **steps done**: 48" in report
     assert "max pause of 0 days 03:00:00 reached" in report  # resumed by the pause clock it was handed
     assert "| Pauses | 1 |  |" in report and "| Grid zone | DE |  |" in report
     assert float(_row(report, "Average intensity")) > 300
-    assert [r["epoch"] for r in json.loads(str(found["e2e-training-epochs"].data))] == [0, 1, 2]
-    assert float(str(found["e2e-training-progress"].data)) == 100.0
+    assert [r["epoch"] for r in json.loads(str(found[f"{training}-epochs"].data))] == [0, 1, 2]
+    assert float(str(found[f"{training}-progress"].data)) == 100.0
 
 
 def _rescheduled_runs(client: SyncPrefectClient, deployment_id: UUID) -> list[FlowRun]:
@@ -232,6 +248,11 @@ def _rescheduled_runs(client: SyncPrefectClient, deployment_id: UUID) -> list[Fl
             tags=FlowRunFilterTags(all_=["carbon-aware:rescheduled"]),
         )
     )
+
+
+def _between(text: str, before: str, after: str) -> str:
+    """The part of `text` between the first `before` and the next `after`."""
+    return text.split(before, 1)[1].split(after, 1)[0]
 
 
 def _row(markdown: str, label: str) -> str:
