@@ -1,23 +1,32 @@
 """`CarbonPlugin`: a carbon-intensity page and JSON API served by the Airflow api-server under `/carbon`.
 
+Airflow mounts plugin apps without its login, so the app itself depends on Airflow's own auth: the
+`requires_access_view(AccessView.WEBSITE)` dependency the core API uses (the auth manager's user from the
+session cookie or a bearer token, then "may this user see the UI at all"). Anonymous callers get 401 before
+any handler or upstream call runs, under every auth manager (simple, FAB, ...).
+
 The source is the one the CLI uses: `$CARBON_AWARE_PROVIDER` (credentials from the environment) or the
-embedded real traces, replayed as live when `CARBON_AWARE_REPLAY_*` is set. Every failure is answered with
-its typed error's message (which never holds a secret) and an HTTP status saying whose fault it was.
+embedded real traces, replayed as live when `CARBON_AWARE_REPLAY_*` is set. Handlers are async and ask the
+source through `plugin_source` (normalised questions, shared and negatively cached calls, bounded
+concurrency). Every failure is answered with its typed error's message (which never holds a secret) and an
+HTTP status saying whose fault it was.
 """
 
 from __future__ import annotations
 
 import html
 import os
-from datetime import timedelta
 from typing import Annotated, Any
 
 import pandas as pd
+from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
+from airflow.api_fastapi.core_api.security import requires_access_view
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from carbon_operators import plugin_source
 from carbon_operators.links import PAGE_PATH
 from carbon_sensors.errors import (
     CarbonAwareError,
@@ -35,7 +44,6 @@ from carbon_sensors.timeutil import parse_duration, parse_utc
 
 PROVIDER_ENV = "CARBON_AWARE_PROVIDER"
 DEFAULT_ZONE = "DE"
-MAX_HOURS = 168.0
 
 Zone = Annotated[str, Query(min_length=1, max_length=64, description="grid zone, e.g. DE, GB, CAISO_NORTH")]
 Start = Annotated[str | None, Query(description="ISO 8601 with zone; default: now (grid time under replay)")]
@@ -48,6 +56,9 @@ def configured_source() -> IntensitySource:
 
 
 Source = Annotated[IntensitySource, Depends(configured_source)]
+# Airflow's own check, as its core API uses it: a user from the session cookie or bearer token (else 401)
+# who may see the UI at all (else 403).
+REQUIRE_LOGIN = requires_access_view(AccessView.WEBSITE)
 
 
 def status_of(error: CarbonAwareError) -> int:
@@ -63,14 +74,16 @@ def status_of(error: CarbonAwareError) -> int:
     return 500
 
 
-def _forecast(source: IntensitySource, zone: str, start: str | None, hours: float) -> IntensitySignal:
-    if not 0 < hours <= MAX_HOURS:
-        raise InvalidInputError(f"hours={hours} must be more than 0 and at most {MAX_HOURS:g}")
+async def _forecast(source: IntensitySource, zone: str, start: str | None, hours: float) -> IntensitySignal:
     begin = parse_utc(start, "start") if start else None
-    return source.forecast(zone, begin, timedelta(hours=hours))
+    return await plugin_source.forecast(source, zone, begin, hours)
 
 
-app = FastAPI(title="Carbon intensity", description="Carbon intensity of grid zones for Carbon-Aware-Trainer")
+app = FastAPI(
+    title="Carbon intensity",
+    description="Carbon intensity of grid zones for Carbon-Aware-Trainer",
+    dependencies=[Depends(REQUIRE_LOGIN)],
+)
 
 
 @app.exception_handler(CarbonAwareError)
@@ -85,13 +98,15 @@ async def _bad_query(request: Request, exc: RequestValidationError) -> JSONRespo
 
 
 @app.get("/api/forecast")
-def forecast(source: Source, zone: Zone = DEFAULT_ZONE, hours: float = 24.0, start: Start = None) -> Any:
+async def forecast(
+    source: Source, zone: Zone = DEFAULT_ZONE, hours: float = 24.0, start: Start = None
+) -> Any:
     """The source's forecast for `zone` over the next `hours` (IntensitySignal.to_dict())."""
-    return _forecast(source, zone, start, hours).to_dict()
+    return (await _forecast(source, zone, start, hours)).to_dict()
 
 
 @app.get("/api/plan")
-def plan(
+async def plan(
     source: Source,
     deadline: Annotated[str, Query(description="ISO 8601 with zone: the job must end by then")],
     zone: Zone = DEFAULT_ZONE,
@@ -103,16 +118,18 @@ def plan(
     now = GridClock.from_env().now()
     if end <= now:
         raise InvalidInputError(f"deadline={end.isoformat()} is not after now ({now.isoformat()})")
-    signal = source.forecast(zone, None, end - now)
+    signal = await plugin_source.forecast_until(source, zone, now, end)
     return plan_window(signal, duration=length, deadline=end, earliest_start=now).to_dict()
 
 
 @app.get("/", response_class=HTMLResponse)
-def page(source: Source, zone: Zone = DEFAULT_ZONE, hours: float = 24.0, start: Start = None) -> HTMLResponse:
+async def page(
+    source: Source, zone: Zone = DEFAULT_ZONE, hours: float = 24.0, start: Start = None
+) -> HTMLResponse:
     """A self-contained page: the latest reading and the forecast table (no scripts, no external assets)."""
     try:
-        reading = None if start else source.latest(zone)
-        signal = _forecast(source, zone, start, hours)
+        reading = None if start else await plugin_source.latest(source, zone)
+        signal = await _forecast(source, zone, start, hours)
     except CarbonAwareError as exc:
         body = f'<p class="error">{type(exc).__name__}: {html.escape(str(exc))}</p>'
         return HTMLResponse(render_page(zone, body), status_code=status_of(exc))

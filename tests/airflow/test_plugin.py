@@ -1,4 +1,9 @@
-"""The UI plugin's FastAPI app on replayed real data, its errors, the task link, and the plugin's discovery."""
+"""The UI plugin's FastAPI app on replayed real data, its errors, the task link, and the plugin's discovery.
+
+Airflow's login check needs the metadata database (revoked tokens), which these unit tests do not have: the
+`client` fixture stands in for a logged-in user by overriding that one dependency. The real check (anonymous
+401, a logged-in session 200) runs against a real api-server in tests/e2e/airflow/test_plugin_auth.py.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ from fastapi.testclient import TestClient
 from pytest_httpserver import HTTPServer
 
 from carbon_operators.links import CarbonIntensityLink
-from carbon_operators.plugin import PROVIDER_ENV, CarbonPlugin, app
+from carbon_operators.plugin import PROVIDER_ENV, REQUIRE_LOGIN, CarbonPlugin, app
 from carbon_operators.sensors import CarbonIntensitySensor
 from carbon_operators.training import CarbonAwareTrainingOperator
 from carbon_operators.window import CarbonWindowOperator
@@ -52,8 +57,11 @@ def offline_source(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture
-def client() -> TestClient:
-    return TestClient(app)
+def client() -> Iterator[TestClient]:
+    """A client whose every request counts as a logged-in user's (see the module docstring)."""
+    app.dependency_overrides[REQUIRE_LOGIN] = lambda: None
+    yield TestClient(app)
+    app.dependency_overrides.clear()
 
 
 def replayed_trace() -> TraceProvider:
@@ -70,6 +78,17 @@ def test_plugin_serves_the_app_under_carbon_and_adds_a_browse_view() -> None:
     [view] = CarbonPlugin.external_views
     checked = ExternalViewResponse.model_validate(view)  # Airflow 3.3.2's own schema for the nav entry
     assert (checked.category, checked.destination, checked.href) == ("browse", "nav", "/carbon/")
+
+
+@pytest.mark.parametrize("path", ["/", "/api/forecast", "/api/plan?deadline=2023-06-02T00:00Z"])
+def test_anonymous_callers_get_401_before_any_handler_runs(path: str, httpserver: HTTPServer) -> None:
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(PROVIDER_ENV, "electricitymaps")
+        env.setenv("ELECTRICITYMAPS_API_TOKEN", "em-anonymous-test-token")
+        env.setenv("CARBON_AWARE_ELECTRICITYMAPS_URL", httpserver.url_for("/"))
+        response = TestClient(app).get(path)
+    assert response.status_code == 401 and response.json() == {"detail": "Not authenticated"}
+    assert len(httpserver.log) == 0, "an anonymous request reached the upstream API"
 
 
 # --- page and JSON API on replayed real data ---------------------------------------------------------------
