@@ -36,6 +36,7 @@ Window = tuple[datetime, datetime]
 
 # Colours people read the same way everywhere: green for the chosen window, grey for pauses.
 _WINDOW, _PAUSE, _THRESHOLD, _NOW = "tab:green", "0.6", "tab:red", "0.2"
+_RECORDED, _FORECAST = "0.3", "tab:blue"
 # The SVG preamble an HTML page must not carry inline (XML prolog, DTD, RDF metadata, namespaces).
 _SVG_PREAMBLE = re.compile(
     r"<\?xml[^>]*\?>\s*|<!DOCTYPE[^>]*>\s*|<metadata>.*?</metadata>\s*|\s+xmlns(?::\w+)?=\"[^\"]*\"", re.S
@@ -83,16 +84,17 @@ def forecast_chart(
     fig, ax = plt.subplots(figsize=(10, 4.5), layout="constrained")
     if history is not None and len(history):
         ax.stairs(
-            history.values.to_numpy(), _edges(history), baseline=None, label=f"recorded ({history.source})"
-        )
+            history.values.to_numpy(), _edges(history), baseline=None, color=_RECORDED,
+            label=f"recorded ({history.source})",
+        )  # fmt: skip
     ax.stairs(
-        forecast.values.to_numpy(), _edges(forecast), baseline=None, linestyle="--",
+        forecast.values.to_numpy(), _edges(forecast), baseline=None, linestyle="--", color=_FORECAST,
         label=f"forecast ({forecast.source})",
     )  # fmt: skip
     if forecast.lower is not None and forecast.upper is not None:
         ax.stairs(
             forecast.upper.to_numpy(), _edges(forecast), baseline=forecast.lower.to_numpy(), fill=True,
-            alpha=0.2, label="prediction interval",
+            color=_FORECAST, alpha=0.2, linewidth=0, label="prediction interval",
         )  # fmt: skip
     for i, (begin, end) in enumerate(windows):
         # matplotlib converts datetimes on a date axis; its stubs only declare floats

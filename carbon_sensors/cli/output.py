@@ -10,7 +10,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from carbon_sensors.signal import UNIT, IntensitySignal
+from carbon_sensors import charts
+from carbon_sensors.signal import IntensitySignal
 
 
 def add_output_options(parser: argparse.ArgumentParser, plotted: str) -> None:
@@ -60,34 +61,11 @@ def plot_signal(
     path: str | Path,
     title: str | None = None,
     windows: Sequence[tuple[datetime, datetime]] = (),
+    now: datetime | None = None,
 ) -> Path:
-    """Draw the signal (and its prediction interval, if any, and any chosen run windows) to a PNG file."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(10, 4))
-    ax.step(signal.values.index, signal.values.to_numpy(), where="post", label=signal.source)
-    if signal.lower is not None and signal.upper is not None:
-        ax.fill_between(
-            signal.values.index,
-            signal.lower.to_numpy(),
-            signal.upper.to_numpy(),
-            step="post",
-            alpha=0.25,
-            label="prediction interval",
-        )
-    for i, (begin, end) in enumerate(windows):
-        label = "chosen window" if i == 0 else None
-        # matplotlib converts datetimes on a date axis; its stubs only declare floats
-        ax.axvspan(begin, end, color="tab:green", alpha=0.2, label=label)  # type: ignore[arg-type]
-    ax.set_ylabel(f"{signal.kind.value} intensity ({UNIT})")
-    ax.set_xlabel("time (UTC)")
-    ax.set_title(title or signal.label)
-    ax.legend(loc="upper right")
-    fig.autofmt_xdate()
+    """Draw the signal (its prediction interval, if any, "now" and any chosen run windows) to a PNG file."""
     out = Path(path)
-    fig.savefig(out, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    out.write_bytes(
+        charts.forecast_chart(signal, now=now, windows=windows, title=title or signal.label, fmt="png")
+    )
     return out

@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from carbon_sensors import embedded
+from carbon_sensors import charts, embedded
 from carbon_sensors.backtest import SHIPPED, BacktestConfig, Trace, run_backtest
 from carbon_sensors.cli.output import add_output_options, plot_signal, print_json, print_table
 from carbon_sensors.errors import InvalidInputError
@@ -67,7 +67,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="use the trace's forecast column as the provider forecast (NESO's is nearly the actual)",
     )
-    backtest.add_argument("--json", action="store_true", help="print the full JSON report")
+    add_output_options(backtest, "mean savings per policy (whole and interruptible jobs)")
     backtest.set_defaults(handler=run_backtest_command)
 
 
@@ -105,7 +105,8 @@ def run_plan(args: argparse.Namespace) -> int:
     if args.json:
         print_json(plan.to_dict())
     elif args.plot:
-        print(f"wrote {plot_signal(forecast, args.plot, title=f'{plan.zone}: plan', windows=plan.slots)}")
+        title = f"{plan.zone}: plan"
+        print(f"wrote {plot_signal(forecast, args.plot, title=title, windows=plan.slots, now=now)}")
     else:
         print_table(
             [plan.to_dict()],
@@ -145,6 +146,10 @@ def run_backtest_command(args: argparse.Namespace) -> int:
     report = run_backtest(traces, config, progress=True)
     if args.json:
         print_json(report)
+        return 0
+    if args.plot:
+        Path(args.plot).write_bytes(charts.savings_chart(report))
+        print(f"wrote {args.plot}")
         return 0
     rows = []
     for policy, kinds in report["mean"].items():
