@@ -3,7 +3,8 @@
 A provider operation is an `Exchange`: a generator that yields requests and receives responses (WattTime
 logs in, then asks; on 401 it logs in again). `run_sync` drives one over requests, `run_async` over
 httpx.AsyncClient, so no provider logic is written twice. Both transports retry connection errors and 5xx
-with exponential backoff and honour 429 `Retry-After`; neither ever logs a header or a credential.
+with exponential backoff and honour 429 `Retry-After`; neither ever logs a header or a credential, and
+neither follows a redirect (`refuse_redirect`): credentials go only to the host they were configured for.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import urljoin, urlsplit
 
 import certifi
 import httpx
@@ -185,6 +187,35 @@ def retry_after_seconds(value: str | None, now: pd.Timestamp) -> float | None:
     return max(0.0, float((pd.Timestamp(when) - now).total_seconds()))
 
 
+FOLLOW_REDIRECTS = False
+"""Both transports hand a 3xx back instead of following it (see `refuse_redirect`)."""
+
+
+def refuse_redirect(response: Response, attempts: int) -> None:
+    """A 3xx answer is a failure naming the new address; it is never followed, by either transport.
+
+    Following it would send the request's credentials (an `auth-token` header, basic auth, a bearer token)
+    to whatever host the answer names. If the API really moved, the base URL is changed on purpose.
+    """
+    if not 300 <= response.status < 400:
+        return
+    request = response.request
+    where = _origin(urljoin(request.url, response.headers.get("Location", "")))
+    raise TransportFailure(
+        request,
+        f"HTTP {response.status} redirect to {where} not followed (credentials go only to the configured "
+        "host; set the base URL to the new address if the API moved)",
+        attempts,
+    )
+
+
+def _origin(url: str) -> str:
+    """scheme://host[:port] of `url`, without any user:password, path or query."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname or '?'}{port}"
+
+
 def _headers_of(raw: Mapping[str, str]) -> dict[str, str]:
     """Case-insensitive lookups for the few headers we read, by normalising names."""
     return {"-".join(p.capitalize() for p in k.split("-")): v for k, v in raw.items()}
@@ -221,10 +252,13 @@ class SyncTransport:
                     headers=request.plain_headers(),
                     auth=request.plain_auth(),
                     timeout=self.timeout,
+                    allow_redirects=FOLLOW_REDIRECTS,
                 )
                 outcome = Response(raw.status_code, raw.content, _headers_of(raw.headers), request, utcnow())
             except requests.RequestException as exc:
                 outcome = exc
+            else:
+                refuse_redirect(outcome, attempt + 1)
             verdict = self.retry.verdict(request, outcome, attempt)
             if isinstance(verdict, Response):
                 return verdict
@@ -276,10 +310,13 @@ class AsyncTransport:
                     headers=request.plain_headers(),
                     auth=auth if auth is not None else httpx.USE_CLIENT_DEFAULT,
                     timeout=self.timeout,
+                    follow_redirects=FOLLOW_REDIRECTS,
                 )
                 outcome = Response(raw.status_code, raw.content, _headers_of(raw.headers), request, utcnow())
             except httpx.HTTPError as exc:
                 outcome = exc
+            else:
+                refuse_redirect(outcome, attempt + 1)
             verdict = self.retry.verdict(request, outcome, attempt)
             if isinstance(verdict, Response):
                 return verdict
