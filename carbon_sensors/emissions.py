@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -25,7 +27,7 @@ from carbon_sensors.errors import CarbonAwareError, InvalidInputError, TraceErro
 from carbon_sensors.providers.base import IntensitySource
 from carbon_sensors.signal import UNIT, IntensitySignal, SignalKind
 from carbon_sensors.timeutil import parse_utc, require_utc
-from carbon_sensors.validation import short_repr
+from carbon_sensors.validation import intensity_problem, short_repr
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +223,25 @@ class PauseRecord:
         return 0.0 if self.end is None else max(0.0, (self.end - self.start).total_seconds())
 
 
+@dataclass
+class AttemptRecord:
+    """One start of training (fresh, or resumed after a pause or a crash) and how it ended.
+
+    `status` is None until the attempt ends; an attempt of a finished timeline still without one died
+    (SIGKILL, OOM, a lost machine) after its last flush.
+    """
+
+    at: pd.Timestamp
+    from_step: int
+    status: str | None = None
+
+    def start_record(self) -> dict[str, Any]:
+        return {"type": "attempt", "event": "start", "at": self.at.isoformat(), "from_step": self.from_step}
+
+    def end_record(self) -> dict[str, Any]:
+        return {"type": "attempt", "event": "end", "at": self.at.isoformat(), "status": self.status}
+
+
 @dataclass(frozen=True)
 class EmissionsReport:
     """What a run cost and saved; JSON-able through `to_dict`."""
@@ -245,6 +266,8 @@ class EmissionsReport:
     finished_at: pd.Timestamp | None
     intervals: int
     fallbacks: list[str] = field(default_factory=list)
+    attempts: int = 0
+    crashed_attempts: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         def iso(ts: pd.Timestamp | None) -> str | None:
@@ -272,6 +295,8 @@ class EmissionsReport:
             "finished_at": iso(self.finished_at),
             "intervals": self.intervals,
             "fallbacks": list(self.fallbacks),
+            "attempts": self.attempts,
+            "crashed_attempts": self.crashed_attempts,
         }
 
 
@@ -298,6 +323,7 @@ class EmissionsLedger:
         self.intervals: list[LedgerInterval] = []
         self.pauses: list[PauseRecord] = []
         self.notes: list[str] = []
+        self.attempts: list[AttemptRecord] = []
         self.jsonl_path = None if jsonl_path is None else Path(jsonl_path)
 
     # --- recording -----------------------------------------------------------------------------------------
@@ -349,9 +375,51 @@ class EmissionsLedger:
         self.notes.append(reason)
         self._append({"type": "note", "reason": reason})
 
+    def begin_attempt(self, at: datetime, from_step: int) -> None:
+        """A run (fresh or resumed) starts training at step `from_step`."""
+        attempt = AttemptRecord(require_utc(at, "at"), from_step)
+        self.attempts.append(attempt)
+        self._append(attempt.start_record())
+
+    def end_attempt(self, status: str) -> None:
+        """The current attempt ended with `status` (completed, paused, stopped) and a checkpoint."""
+        if self.attempts and self.attempts[-1].status is None:
+            self.attempts[-1].status = status
+            self._append(self.attempts[-1].end_record())
+
+    def absorb(self, other: EmissionsLedger) -> int:
+        """Add what `other` recorded and this ledger lacks, appending it to the timeline; new intervals counted.
+
+        Two records of one run (a checkpoint's ledger and the timeline, or a worker's timeline and the
+        published copy) overlap; an interval is the same interval when its start and end are, so merging
+        never counts energy twice and never drops the energy of an attempt that died.
+        """
+        known = {(i.start, i.end) for i in self.intervals}
+        new = [i for i in other.intervals if (i.start, i.end) not in known]
+        for interval in new:
+            self.intervals.append(interval)
+            self._append(interval.to_record())
+        paused = {p.start for p in self.pauses}
+        for pause in (p for p in other.pauses if p.start not in paused):
+            self.pauses.append(pause)
+            self._append(_pause_record(pause))
+            if pause.end is not None:
+                self._append({"type": "resume", "at": pause.end.isoformat()})
+        for reason in (n for n in dict.fromkeys(other.notes) if n not in self.notes):
+            self.note(reason)
+        started = {a.at for a in self.attempts}
+        for attempt in (a for a in other.attempts if a.at not in started):
+            self.attempts.append(attempt)
+            self._append(attempt.start_record())
+            if attempt.status is not None:
+                self._append(attempt.end_record())
+        return len(new)
+
     # --- output --------------------------------------------------------------------------------------------
     def report(self) -> EmissionsReport:
-        return summarize(self.zone, self.pue, self.submitted_at, self.intervals, self.pauses, self.notes)
+        return summarize(
+            self.zone, self.pue, self.submitted_at, self.intervals, self.pauses, self.notes, self.attempts
+        )
 
     def to_records(self) -> list[dict[str, Any]]:
         records: list[dict[str, Any]] = [
@@ -368,6 +436,8 @@ class EmissionsLedger:
         for _, _, recs in sorted(events, key=lambda e: (e[0], e[1])):
             records += recs
         records += [{"type": "note", "reason": n} for n in self.notes]
+        for attempt in self.attempts:
+            records += [attempt.start_record()] + ([attempt.end_record()] if attempt.status else [])
         return records
 
     @classmethod
@@ -394,6 +464,8 @@ class EmissionsLedger:
         if self.jsonl_path is not None and self.jsonl_path.exists():
             with self.jsonl_path.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
+                fh.flush()  # on disk before training goes on: a killed run keeps its energy to here
+                os.fsync(fh.fileno())
 
 
 def read_jsonl(path: str | Path) -> EmissionsLedger:
@@ -446,10 +518,10 @@ def _load_ledger(
         if not isinstance(rec, dict):
             raise TraceError(f"{at}: {short_repr(rec)} is not a record; expected a JSON object")
         kind = rec.get("type")
-        if kind not in ("interval", "pause", "resume", "note"):
+        if kind not in ("interval", "pause", "resume", "note", "attempt"):
             raise TraceError(
                 f"{at}: unknown emissions ledger record type {short_repr(kind)}; "
-                "expected interval, pause, resume or note"
+                "expected interval, pause, resume, note or attempt"
             )
         try:
             _add_record(ledger, kind, rec)
@@ -465,6 +537,7 @@ def _bad_record(at: str, kind: str, exc: Exception) -> TraceError:
 
 def _add_record(ledger: EmissionsLedger, kind: str, rec: dict[str, Any]) -> None:
     if kind == "interval":
+        _check_interval(rec)
         ledger.intervals.append(LedgerInterval.from_record(rec))
     elif kind == "pause":
         until = rec.get("until")
@@ -476,8 +549,55 @@ def _add_record(ledger: EmissionsLedger, kind: str, rec: dict[str, Any]) -> None
         if not ledger.pauses:
             raise ValueError("a resume without a pause before it")
         ledger.pauses[-1].end = parse_utc(rec["at"], "at")
+    elif kind == "attempt":
+        _add_attempt(ledger, rec)
     else:
         ledger.notes.append(str(rec["reason"]))
+
+
+def _add_attempt(ledger: EmissionsLedger, rec: dict[str, Any]) -> None:
+    """An attempt's start record opens it; its end record (same `at`) gives it a status."""
+    at = parse_utc(rec["at"], "at")
+    if rec.get("event") == "end":
+        ended = [a for a in ledger.attempts if a.at == at]
+        if not ended:
+            raise ValueError(f"an attempt end at {at.isoformat()} without its start")
+        ended[-1].status = str(rec["status"])
+    else:
+        ledger.attempts.append(AttemptRecord(at, int(rec["from_step"])))
+
+
+def _check_interval(rec: dict[str, Any]) -> None:
+    """The shapes `LedgerInterval.from_record` and the report rely on; ValueError naming the first bad one."""
+    joules, sources = rec.get("joules"), rec.get("power_sources")
+    if not isinstance(joules, dict) or any(_amount(v) is None for v in joules.values()):
+        raise ValueError(f"joules={short_repr(joules)} must map devices to numbers >= 0")
+    if not isinstance(sources, dict) or not all(isinstance(v, str) for v in sources.values()):
+        raise ValueError(f"power_sources={short_repr(sources)} must map devices to source names")
+    for name in ("intensity", "run_now_intensity"):
+        value = rec.get(name)
+        number = _amount(value)
+        if number is None or intensity_problem(number) is not None:
+            raise ValueError(f"{name}={short_repr(value)} must be an intensity in gCO2eq/kWh")
+    fallbacks = rec.get("fallbacks", [])
+    if not isinstance(fallbacks, list) or not all(isinstance(f, str) for f in fallbacks):
+        raise ValueError(f"fallbacks={short_repr(fallbacks)} must be a list of reasons")
+    for name in ("intensity_source", "kind"):
+        if not isinstance(rec.get(name), str):
+            raise ValueError(f"{name}={short_repr(rec.get(name))} must be a string")
+    if rec.get("label") is not None and not isinstance(rec["label"], str):
+        raise ValueError(f"label={short_repr(rec['label'])} must be a string or null")
+
+
+def _amount(value: Any) -> float | None:
+    """A JSON number that is finite and >= 0, as a float; None for anything else."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
 
 
 def summarize(
@@ -487,6 +607,7 @@ def summarize(
     intervals: list[LedgerInterval],
     pauses: list[PauseRecord],
     notes: list[str],
+    attempts: Sequence[AttemptRecord] = (),
 ) -> EmissionsReport:
     """The report, from the records alone: sum of energy_i x PUE x intensity_i over intervals."""
     energy_kwh = sum(i.kwh for i in intervals)
@@ -516,10 +637,12 @@ def summarize(
         power_sources=sorted({s for i in intervals for s in i.power_sources.values()}),
         energy_kwh_by_device=by_device,
         submitted_at=submitted_at,
-        started_at=intervals[0].start if intervals else None,
-        finished_at=intervals[-1].end if intervals else None,
+        started_at=min(i.start for i in intervals) if intervals else None,
+        finished_at=max(i.end for i in intervals) if intervals else None,
         intervals=len(intervals),
         fallbacks=[f"{reason} ({count}x)" for reason, count in reasons.items()],
+        attempts=len(attempts),
+        crashed_attempts=sum(1 for a in attempts if a.status is None),
     )
 
 

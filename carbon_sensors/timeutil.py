@@ -58,7 +58,8 @@ def parse_duration(text: str | timedelta, name: str = "duration") -> timedelta:
         seconds = text.total_seconds()
     elif isinstance(text, int | float) and not isinstance(text, bool):
         raise InvalidInputError(
-            f"{name}={text!r} is a bare number; write it with a unit, e.g. '{text:g}s' or '15min'"
+            f"{name}={short_repr(text)} is a bare number; write it with a unit, "
+            f"e.g. '{short_repr(text)}s' or '15min'"
         )
     elif not isinstance(text, str):
         raise InvalidInputError(f"{name}={short_repr(text)} is not a duration; expected e.g. '15min'")

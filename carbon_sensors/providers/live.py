@@ -460,7 +460,7 @@ def api_message(response: Response) -> str:
     """The API's own error words from its JSON body (any of the three shapes), else a short body excerpt."""
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return response.text[:120].strip()
     parts: list[str] = []
     if isinstance(body, dict):

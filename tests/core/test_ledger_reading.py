@@ -45,7 +45,7 @@ def test_a_good_timeline_reads_back(tmp_path: Path) -> None:
         (
             2,
             lambda s: changed(s, joules="<drop>"),
-            r"line 2: bad interval record: missing 'joules'",
+            r"line 2: bad interval record: joules=None must map devices",
         ),  # KeyError
         (2, lambda s: changed(s, joules=5), r"line 2: bad interval record"),  # AttributeError
         (2, lambda s: changed(s, intensity=[1]), r"line 2: bad interval record"),  # TypeError
