@@ -21,7 +21,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from carbon_sensors.errors import CarbonAwareError, InvalidInputError, NoDataError
+from carbon_sensors.errors import (
+    AuthenticationError,
+    CarbonAwareError,
+    InvalidInputError,
+    MissingCredentialsError,
+    NoDataError,
+    UnknownZoneError,
+)
 from carbon_sensors.forecast.base import HOUR, HourlyHistory, target_matrix
 from carbon_sensors.forecast.model import CalendarLagForecaster
 from carbon_sensors.signal import IntensitySignal, make_signal
@@ -33,6 +40,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SOURCE_ERRORS = (CarbonAwareError, OSError, TimeoutError)
+# errors that another try cannot fix: raised as they are, never replaced by the other forecast
+PERMANENT_ERRORS = (UnknownZoneError, AuthenticationError, MissingCredentialsError, InvalidInputError)
 PROVIDER_PRIOR_MAPE_1H = 0.12  # real NESO national issues, March-December 2023 (148 issues)
 PROVIDER_PRIOR_MAPE_6H = 0.16  # ... and from 6 h ahead on; linear in between
 ERROR_WINDOW_H = 7 * 24  # our model's errors are measured on the last week of history
@@ -120,7 +129,9 @@ def assemble_forecast(
 
     Our model is fitted on `history` of the source's history before `start`; the provider's forecast is asked
     when `use_provider` and the source offers one. Either alone answers when the other cannot be had (logged,
-    and said in the signal's source); both missing is a NoDataError.
+    and said in the signal's source); with neither, the source's own error is raised, as are errors no retry
+    fixes (unknown zone, bad credentials, bad input). A source whose forecast is exact by
+    construction (`forecast_is_exact`: a replay of the recorded future, asked for by name) is not blended.
     """
     begin = require_utc(start, "start").floor("h")
     hours = max(1, int(np.ceil(pd.Timedelta(horizon) / HOUR)))
@@ -128,19 +139,30 @@ def assemble_forecast(
     if use_provider and getattr(source, "provides_forecast", True):
         try:
             provider = source.forecast(zone, begin, pd.Timedelta(hours=hours))
+        except PERMANENT_ERRORS:
+            raise
         except SOURCE_ERRORS as exc:
             log.info("%s: no provider forecast (%s); using our model only", zone, exc)
+    exact = bool(getattr(source, "forecast_is_exact", False))
+    if exact and provider is not None and _covers(provider, begin, hours):
+        return provider
     try:
         past = source.history(zone, begin - pd.Timedelta(history), begin)
         ours = fit_model(past, begin, hours)
+    except PERMANENT_ERRORS:
+        raise
     except SOURCE_ERRORS as exc:
         if provider is None or provider.values.dropna().empty:
-            raise NoDataError(
-                f"{zone}: no provider forecast and no model forecast from {begin}: {exc}"
-            ) from exc
+            raise  # neither forecast can be had: the source's own (typed) error says why
         log.info("%s: our model cannot be fitted (%s); using the provider's forecast only", zone, exc)
         return provider
-    return combine_forecasts(provider, ours, begin, hours)
+    return combine_forecasts(provider, ours, begin, hours, exact=exact)
+
+
+def _covers(signal: IntensitySignal, begin: pd.Timestamp, hours: int) -> bool:
+    """Whether `signal` has a value for every hour of [begin, begin + hours)."""
+    index = pd.date_range(begin, periods=hours, freq="h", tz="UTC")
+    return bool(signal.to_hourly().values.reindex(index).notna().all())
 
 
 @dataclass(frozen=True)
@@ -186,7 +208,12 @@ def _pad_to(hist: HourlyHistory, begin: pd.Timestamp) -> HourlyHistory:
 
 
 def combine_forecasts(
-    provider: IntensitySignal | None, ours: ModelForecast, begin: pd.Timestamp, hours: int
+    provider: IntensitySignal | None,
+    ours: ModelForecast,
+    begin: pd.Timestamp,
+    hours: int,
+    *,
+    exact: bool = False,
 ) -> IntensitySignal:
     """The blend as a signal: hourly from `begin`, an 80% interval from the blend's error variance."""
     index = pd.date_range(begin, periods=hours, freq="h", tz="UTC")
@@ -200,7 +227,7 @@ def combine_forecasts(
         theirs = provider.to_hourly().values.reindex(index).to_numpy(dtype="float64")
     level = float(np.mean(ours.history.values[-ERROR_WINDOW_H:]))
     prior = HorizonErrors.provider_prior(level, hours)
-    weight = blend_weights(prior, ours.errors)
+    weight = np.ones(hours) if exact else blend_weights(prior, ours.errors)
     values = np.clip(blend(theirs, ours.values, weight), 0.0, None)
     known = np.isfinite(theirs)
     spread = np.sqrt(np.where(known, blended_mse(prior, ours.errors, weight), _model_mse(ours, hours)))

@@ -5,12 +5,14 @@ replay); without one, `latest` is refused rather than answering with a year-old 
 
 Forecasts have no foresight by default: `forecast="model"` answers with what a user would have had at that
 moment (our model fitted on the trace before it); `forecast_issues` (a recorded issues file or frame) answers
-with the newest recorded provider issue; the recorded future itself only with `forecast="perfect"`, and it is
-labelled a perfect forecast wherever it shows.
+with the newest recorded provider issue; the recorded future itself only with `forecast="perfect"` (or
+CARBON_AWARE_TRACE_FORECAST=perfect for sources built from configuration), and it is labelled a perfect
+forecast wherever it shows.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,6 +30,7 @@ from carbon_sensors.timeutil import require_utc, utcnow
 from carbon_sensors.traces import read_trace
 
 TraceForecast = Literal["model", "perfect"]
+ENV_FORECAST = "CARBON_AWARE_TRACE_FORECAST"
 PERFECT_LABEL = "recorded future: PERFECT FORECAST, asked for by name"
 
 
@@ -44,17 +47,19 @@ class TraceProvider:
         files: dict[str, str | Path] | None = None,
         signals: dict[str, IntensitySignal] | None = None,
         replay: Replay | None = None,
-        forecast: TraceForecast = "model",
+        forecast: TraceForecast | None = None,
         forecast_issues: str | Path | pd.DataFrame | None = None,
         history_days: float = 28,
     ) -> None:
-        if forecast not in ("model", "perfect"):
+        named = forecast or os.environ.get(ENV_FORECAST) or "model"
+        if named not in ("model", "perfect"):
             raise InvalidInputError(
-                f"forecast={forecast!r} is not valid; use 'model' (no foresight) or 'perfect' (the recorded future)"
+                f"forecast={named!r} (argument or {ENV_FORECAST}) is not valid; use 'model' (no foresight) "
+                "or 'perfect' (the recorded future)"
             )
-        if forecast == "perfect" and forecast_issues is not None:
+        if named == "perfect" and forecast_issues is not None:
             raise InvalidInputError("forecast='perfect' and forecast_issues exclude each other; pick one")
-        self.forecast_mode = forecast
+        self.forecast_mode: TraceForecast = "perfect" if named == "perfect" else "model"
         self.history_days = history_days
         self.issues = (
             None
@@ -123,6 +128,11 @@ class TraceProvider:
         """Whether `forecast` is a provider's (recorded issues, or the recorded future) rather than our model,
         so `assemble_forecast` does not blend our model with itself."""
         return self.forecast_mode == "perfect" or self.issues is not None
+
+    @property
+    def forecast_is_exact(self) -> bool:
+        """The recorded future is the truth: the blend must not dilute it with our model."""
+        return self.forecast_mode == "perfect"
 
     def forecast(
         self, zone: str, start: datetime | None = None, horizon: timedelta = timedelta(hours=24)

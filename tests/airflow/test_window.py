@@ -35,6 +35,7 @@ def test_a_resumed_hold_keeps_the_replay_epoch_of_the_process_that_deferred_it(
     monkeypatch.setenv(ENV_START, "2023-06-02T09:00Z")  # DE: the day's low comes at 11:00-13:00
     monkeypatch.setenv(ENV_SPEED, "3600")  # a trace hour a wall second
     monkeypatch.delenv(ENV_WALL_START, raising=False)
+    monkeypatch.setenv("CARBON_AWARE_TRACE_FORECAST", "perfect")  # a known window, asked for by name
     hold = CarbonWindowOperator(task_id="hold", zone="DE", duration="1h", deadline="2023-06-02T16:00Z")
     with pytest.raises(TaskDeferred) as deferred:
         hold.execute(NO_CONTEXT)

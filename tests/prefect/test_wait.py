@@ -39,7 +39,11 @@ DEADLINE = "2023-06-02T16:00Z"
 
 
 def replayed(trace_start: pd.Timestamp, speed: float = 1.0) -> TraceProvider:
-    return TraceProvider(replay=Replay(trace_start, pd.Timestamp(datetime.now(UTC)), speed))
+    """A replay that plans on the recorded future (asked for by name): these tests pin the wait's mechanics
+    to known windows, which only a perfect forecast makes exact."""
+    return TraceProvider(
+        replay=Replay(trace_start, pd.Timestamp(datetime.now(UTC)), speed), forecast="perfect"
+    )
 
 
 class Sleeps:
