@@ -1,13 +1,15 @@
 """How much the shared TTL cache saves: N concurrent async askers for one zone vs HTTP requests made.
 
 Serves the recorded NESO `/intensity` response from a real HTTP server on 127.0.0.1 and prints one JSON
-document: requests made, wall time per batch, and per-call latency cached vs uncached (sync and async).
+document: requests made, wall time per batch, per-call latency cached vs uncached (sync and async), and
+ten threads asking together while the upstream fails (500, the default retries): requests and slowest wait.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 import pandas as pd
 from pytest_httpserver import HTTPServer
 
+from carbon_sensors.errors import ProviderUnavailableError
 from carbon_sensors.providers.cache import TTLCache
 from carbon_sensors.providers.uk import UKCarbonIntensityProvider
 
@@ -66,6 +69,44 @@ def latency(url: str, *, cached: bool, calls: int = 50) -> dict[str, float]:
     return {"sync_us_per_call": round(sync_us, 1), "async_us_per_call": round(asyncio.run(run()), 1)}
 
 
+def failing_upstream(threads: int = 10) -> dict[str, Any]:
+    """One fetch alone, then `threads` threads at once, against a server answering 500 (default retries)."""
+    server = HTTPServer(host="127.0.0.1", port=0)
+    server.start()
+    try:
+        server.expect_request("/intensity").respond_with_data("down", status=500)
+        url = server.url_for("/").rstrip("/")
+
+        def timed_ask(cache: TTLCache, waits: list[float]) -> None:
+            began = time.perf_counter()
+            try:
+                provider(url, cache).latest("GB")
+            except ProviderUnavailableError:
+                waits.append(time.perf_counter() - began)
+
+        alone: list[float] = []
+        timed_ask(TTLCache(), alone)
+        one_fetch_requests = len(server.log)
+        server.clear_log()
+        waits: list[float] = []
+        cache = TTLCache()
+        workers = [threading.Thread(target=timed_ask, args=(cache, waits)) for _ in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        return {
+            "threads": threads,
+            "one_fetch_requests": one_fetch_requests,
+            "one_fetch_s": round(alone[0], 2),
+            "upstream_requests": len(server.log),
+            "slowest_wait_s": round(max(waits), 2),
+            "failed_asks": len(waits),
+        }
+    finally:
+        server.stop()
+
+
 def main() -> None:
     server = HTTPServer(host="127.0.0.1", port=0)
     server.start()
@@ -78,6 +119,7 @@ def main() -> None:
             "batches": [concurrent_batch(server, url, n) for n in (1, 100, 1000, 10000)],
             "cached_latency": latency(url, cached=True),
             "uncached_latency": latency(url, cached=False),
+            "failing_upstream": failing_upstream(),
         }
     finally:
         server.stop()

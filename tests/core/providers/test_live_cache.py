@@ -8,6 +8,7 @@ import threading
 import tracemalloc
 from datetime import timedelta
 
+import pandas as pd
 import pytest
 from pytest_httpserver import HTTPServer
 
@@ -15,6 +16,7 @@ from carbon_sensors.errors import ProviderUnavailableError
 from carbon_sensors.providers.cache import TTLCache, shared_cache
 from carbon_sensors.providers.http import AsyncTransport, RetryPolicy, SyncTransport
 from carbon_sensors.providers.uk import UKCarbonIntensityProvider
+from carbon_sensors.strategies import ThresholdStrategy
 
 from .live_api_support import ask, options, recorded, url_of
 
@@ -201,3 +203,21 @@ def test_concurrent_async_askers_all_get_the_error_and_it_is_kept(api: HTTPServe
 def test_providers_use_the_process_wide_cache_by_default() -> None:
     uk = UKCarbonIntensityProvider(base_url="http://127.0.0.1:9")
     assert uk.cache is shared_cache()
+
+
+def test_a_failing_provider_costs_one_attempt_per_period_not_one_per_decision(api: HTTPServer) -> None:
+    """A failing provider blocked training: each decision repeated the whole retry sequence (3.5 s)."""
+    api.expect_request("/intensity/2018-01-20T12:10Z/pt24h").respond_with_data("down", status=500)
+    ticks = [0.0]
+    uk = failing_uk(api, ticks, retries=3)
+    strategy = ThresholdStrategy(
+        uk, "GB", pause_above=300, resume_below=200, max_pause=timedelta(hours=1), on_error="run"
+    )
+    decisions = [
+        strategy.decide(pd.Timestamp(NOW), remaining_work=timedelta(hours=1), deadline=None)
+        for _ in range(10)
+    ]
+    assert all(d.fallback and "fail open" in d.reason for d in decisions), decisions
+    assert len(api.log) == 4, (
+        f"{len(api.log)} requests for 10 decisions: expected one attempt (1 + 3 retries)"
+    )
