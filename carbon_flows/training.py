@@ -32,6 +32,7 @@ from carbon_flows.artifacts import (
     training_id,
     training_key,
 )
+from carbon_flows.jobs import require_allowed_job
 from carbon_flows.rescheduling import current_deployment_run, reschedule_current_run, rescheduled_state
 from carbon_flows.sources import SourceSpec, clock_of, resolve_source
 from carbon_flows.wait import BAD_SETUP, resolve_deadline, run_logger, wait_for_low_carbon
@@ -365,6 +366,7 @@ def carbon_aware_training(
     decision_refresh_seconds: float = 30.0,
     artifact_prefix: str = "carbon-training",
     on_outage: Literal["open", "closed"] | None = None,
+    allowed_jobs: list[str] | None = None,
 ) -> dict[str, Any] | State[Any]:
     """Wait for a window for `expected_duration` (if given, on a fresh start), then train carbon-aware.
 
@@ -372,7 +374,10 @@ def carbon_aware_training(
     `within`. 'threshold' takes `pause_above`/`resume_below` (gCO2eq/kWh) and `max_pause` (default 6h);
     any strategy takes `strategy_options` (its keyword arguments, e.g. {"percentile": 30, "days": 7} for
     'adaptive'). A rescheduled run gets the absolute deadline, the checkpoint and the pause clock as parameters.
+    In a deployment run, `job` must be the deployment's `job` or one of its `allowed_jobs` (see
+    `carbon_flows.jobs`); anything else fails before it is imported.
     """
+    require_allowed_job(job, allowed_jobs)
     options = strategy_options_for(
         strategy,
         pause_above=pause_above,

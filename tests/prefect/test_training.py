@@ -255,7 +255,7 @@ def test_threshold_deployment_pauses_reschedules_and_resumes_to_the_same_paramet
     at 7200x, longer than `max_in_process_pause`) and schedules the next run; that run resumes from the
     checkpoint in the clean morning and completes with the same parameters as an uninterrupted run.
     """
-    deployment_id = deploy(carbon_aware_training, "carbon-threshold-test")
+    deployment_id = deploy(carbon_aware_training, "carbon-threshold-test", {"job": JOB})  # the allowed job
     params = {
         "job": JOB, "zone": "DE", "checkpoint_dir": str(tmp_path / "paused"), "deadline": DEADLINE,
         "strategy_options": {"recheck": "8h"}, "max_in_process_pause": "1s", "decision_refresh_seconds": 0.0,
