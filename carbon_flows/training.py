@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import pandas as pd
 from prefect import flow, task
@@ -43,9 +43,11 @@ from carbon_sensors.emissions import read_jsonl
 from carbon_sensors.errors import CarbonAwareError, InvalidInputError
 from carbon_sensors.providers.base import IntensitySource
 from carbon_sensors.timeutil import parse_duration, parse_utc, utcnow
-from carbon_sensors.training import TrainingJob, TrainingResult, TrainingRunner
 
-JobSpec = str | TrainingJob | Callable[[], TrainingJob]
+if TYPE_CHECKING:  # torch: imported when a flow trains, not when a flow file is loaded
+    from carbon_sensors.training import TrainingJob, TrainingResult, TrainingRunner
+
+JobSpec: TypeAlias = "str | TrainingJob | Callable[[], TrainingJob]"
 STRATEGIES = ("none", *strategies.STRATEGIES)
 DEFAULT_MAX_PAUSE = "6h"
 
@@ -78,6 +80,8 @@ class TrainingOutcome:
 
 def build_job(job: JobSpec) -> TrainingJob:
     """A `TrainingJob`, from itself, a factory, or an import path ('pkg.mod:factory', 'file.py:factory')."""
+    from carbon_sensors.training import TrainingJob  # torch: only where a flow trains
+
     made = job
     if isinstance(job, str):
         try:
@@ -296,6 +300,8 @@ def train_carbon_aware(
     )
 
     def attempt(checkpoint: str | None) -> TrainingResult:
+        from carbon_sensors.training import TrainingRunner  # torch: only where a flow trains
+
         runner = TrainingRunner(
             training,
             checkpoint_dir=checkpoint_dir,

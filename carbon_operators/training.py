@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pandas as pd
 from airflow.sdk import BaseOperator, Context
@@ -28,7 +28,9 @@ from carbon_sensors.errors import CarbonAwareError, InvalidInputError
 from carbon_sensors.paths import run_key
 from carbon_sensors.providers.base import IntensitySource
 from carbon_sensors.timeutil import parse_duration
-from carbon_sensors.training import TrainingJob, TrainingRunner
+
+if TYPE_CHECKING:  # torch: imported when a task trains, not when a DAG file is parsed
+    from carbon_sensors.training import TrainingJob, TrainingRunner
 
 StrategyFactory = Callable[..., Strategy]
 
@@ -194,6 +196,8 @@ class CarbonAwareTrainingOperator(BaseOperator):
             self.log.warning("carbon data unavailable at start (%s); the strategy's fallback decides", exc)
 
     def _job(self) -> TrainingJob:
+        from carbon_sensors.training import TrainingJob  # torch: only where a task trains
+
         name = getattr(self.training_callable, "__qualname__", repr(self.training_callable))
         try:
             job = self.training_callable(**self.op_kwargs)
@@ -217,6 +221,8 @@ class CarbonAwareTrainingOperator(BaseOperator):
         resume_from: str | None,
         deferrals: int,
     ) -> dict[str, Any]:
+        from carbon_sensors.training import TrainingRunner  # torch: only where a task trains
+
         store = CheckpointStore(self.checkpoint_dir, _run_key(context, self.task_id))
         with failing_bad_input(self.task_id):
             job = self._job()

@@ -21,8 +21,6 @@ from typing import Any
 
 import pandas as pd
 from airflow.sdk import DAG, get_current_context, task
-from sklearn.ensemble import HistGradientBoostingRegressor
-from sklearn.model_selection import cross_val_score
 
 from carbon_operators.window import behind_carbon_window
 from carbon_sensors import embedded
@@ -68,7 +66,13 @@ def transform(raw_path: str) -> str:
 
 @task(execution_timeout=timedelta(hours=2))
 def fit_forecaster(features_path: str) -> dict[str, Any]:
-    """The heavy stage: cross-validated gradient boosting per zone, run inside the planned window."""
+    """The heavy stage: cross-validated gradient boosting per zone, run inside the planned window.
+
+    scikit-learn is imported here, not at the top of the file, so each DAG parse does not pay for it.
+    """
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.model_selection import cross_val_score
+
     plan = get_current_context()["ti"].xcom_pull(task_ids="fit_forecaster_carbon_window")
     features = pd.read_csv(features_path, index_col=0)
     scores = {}

@@ -17,17 +17,15 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from airflow.sdk import DAG, task
-from sklearn.datasets import load_digits
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from carbon_operators.sensors import CarbonIntensitySensor
 from carbon_operators.training import CarbonAwareTrainingOperator
-from carbon_sensors.training import TrainingJob
+
+if TYPE_CHECKING:
+    from carbon_sensors.training import TrainingJob
 
 ZONE = os.environ.get("CARBON_AWARE_ZONE", "DE")
 CONN_ID = os.environ.get("CARBON_AWARE_CONN_ID") or None  # None: embedded traces
@@ -40,7 +38,18 @@ WAIT_HOURS = float(os.environ.get("CARBON_AWARE_WAIT_HOURS", "12"))
 
 
 def build_digits_training(epochs: int = EPOCHS, seed: int = 7) -> TrainingJob:
-    """A small CNN on the 1,797 8x8 handwritten digits bundled with scikit-learn (no download)."""
+    """A small CNN on the 1,797 8x8 handwritten digits bundled with scikit-learn (no download).
+
+    torch and scikit-learn are imported here, in the task, not at the top of the file: the dag-processor
+    imports this file on every parse, and these two cost seconds (Airflow's top-level code guidance).
+    """
+    import torch
+    from sklearn.datasets import load_digits
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from carbon_sensors.training import TrainingJob
+
     torch.set_num_threads(1)  # a model this small trains fastest on one thread (no contention)
     digits = load_digits()
     images = torch.tensor(digits.images / 16.0, dtype=torch.float32).unsqueeze(1)

@@ -7,15 +7,24 @@ emissions report, a per-epoch table and live progress. `tiny_regression_job` is 
 
 from __future__ import annotations
 
-import torch
-from torch.utils.data import DataLoader, TensorDataset
+from typing import TYPE_CHECKING
 
 from carbon_flows.training import carbon_aware_training
-from carbon_sensors.training import TrainingJob
+
+if TYPE_CHECKING:
+    from carbon_sensors.training import TrainingJob
 
 
 def tiny_regression_job(epochs: int = 3, seed: int = 0) -> TrainingJob:
-    """A seeded linear regression on synthetic data: small enough for a laptop, deterministic on CPU."""
+    """A seeded linear regression on synthetic data: small enough for a laptop, deterministic on CPU.
+
+    torch is imported here, where the job is built, not when a worker or `prefect deploy` loads this file.
+    """
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from carbon_sensors.training import TrainingJob
+
     generator = torch.Generator().manual_seed(seed)
     inputs = torch.randn(256, 8, generator=generator)
     targets = inputs @ torch.randn(8, 1, generator=generator) + 0.1 * torch.randn(256, 1, generator=generator)
