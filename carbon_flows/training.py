@@ -37,7 +37,6 @@ from carbon_flows.rescheduling import current_deployment_run, reschedule_current
 from carbon_flows.sources import SourceSpec, clock_of, resolve_source
 from carbon_flows.wait import BAD_SETUP, resolve_deadline, run_logger, wait_for_low_carbon
 from carbon_sensors import strategies
-from carbon_sensors.deadline import ORCHESTRATOR_RESUME_OVERHEAD
 from carbon_sensors.decision import Strategy
 from carbon_sensors.emissions import read_jsonl
 from carbon_sensors.errors import CarbonAwareError, InvalidInputError
@@ -50,6 +49,8 @@ if TYPE_CHECKING:  # torch: imported when a flow trains, not when a flow file is
 JobSpec: TypeAlias = "str | TrainingJob | Callable[[], TrainingJob]"
 STRATEGIES = ("none", *strategies.STRATEGIES)
 DEFAULT_MAX_PAUSE = "6h"
+# Wall time from a rescheduled run's start time to its first step: worker poll, process start, flow load.
+PREFECT_RESUME_OVERHEAD = "30s"
 
 
 @dataclass(frozen=True)
@@ -265,7 +266,7 @@ def train_carbon_aware(
     decision_refresh_seconds: float = 30.0,
     progress_every_seconds: float = 2.0,
     expected_duration: str | None = None,
-    resume_overhead: str = f"{ORCHESTRATOR_RESUME_OVERHEAD.total_seconds():g}s",
+    resume_overhead: str = PREFECT_RESUME_OVERHEAD,
     on_outage: str | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> TrainingOutcome:
@@ -372,6 +373,7 @@ def carbon_aware_training(
     decision_refresh_seconds: float = 30.0,
     artifact_prefix: str = "carbon-training",
     on_outage: Literal["open", "closed"] | None = None,
+    resume_overhead: str = PREFECT_RESUME_OVERHEAD,
     allowed_jobs: list[str] | None = None,
 ) -> dict[str, Any] | State[Any]:
     """Wait for a window for `expected_duration` (if given, on a fresh start), then train carbon-aware.
@@ -421,5 +423,6 @@ def carbon_aware_training(
         artifact_prefix=artifact_prefix,
         expected_duration=expected_duration,
         on_outage=on_outage,
+        resume_overhead=resume_overhead,
     )
     return outcome.final_state() if outcome.rescheduled else outcome.to_dict()

@@ -167,6 +167,7 @@ class TrainingRunner:
                     self.step_times.restart()
                     now = next_decision = self.clock()
                     continue
+                now = self.clock()  # a slow decision (a provider's retries) is not step time
             if iterator is None:
                 iterator = self._open_epoch(monitor)
             try:

@@ -229,8 +229,8 @@ def test_long_pause_in_a_deployment_reschedules_with_the_checkpoint(tmp_path: Pa
     ahead = pd.Timestamp(scheduled.expected_start_time) - pd.Timestamp(datetime.now(UTC))
     assert pd.Timedelta(minutes=2) < ahead <= pd.Timedelta(minutes=3)
     report = str(artifacts_of(flow_run.id)["dep-report"].data)
-    # the runner asks first after step 1 (to time a step), so the second call pauses after step 2
-    assert "- **status**: rescheduled" in report and "- **steps done**: 2" in report
+    # the runner asks first after step 2 (step 1 is a warm-up, step 2 is timed): the second call pauses after 3
+    assert "- **status**: rescheduled" in report and "- **steps done**: 3" in report
 
 
 def test_bad_job_and_strategy_are_clear_errors(tmp_path: Path) -> None:
@@ -259,7 +259,7 @@ def test_threshold_deployment_pauses_reschedules_and_resumes_to_the_same_paramet
     params = {
         "job": JOB, "zone": "DE", "checkpoint_dir": str(tmp_path / "paused"), "deadline": DEADLINE,
         "strategy_options": {"recheck": "8h"}, "max_in_process_pause": "1s", "decision_refresh_seconds": 0.0,
-        "artifact_prefix": "threshold", **THRESHOLD,
+        "resume_overhead": "1s", "artifact_prefix": "threshold", **THRESHOLD,
     }  # fmt: skip
     with get_client(sync_client=True) as client:
         first = client.create_flow_run_from_deployment(deployment_id, parameters=params)
@@ -386,7 +386,7 @@ def test_threshold_shortcuts_belong_to_threshold_only() -> None:
         strategy_options_for("adaptive", pause_above=300.0, extra={"percentile": 30, "days": 7})
 
 
-def test_training_bad_zone_and_past_deadline_fail_before_training(
+def test_training_bad_zone_fails_before_training_and_a_late_run_trains_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name, value in replay(speed=1.0).to_env().items():
@@ -395,8 +395,11 @@ def test_training_bad_zone_and_past_deadline_fail_before_training(
         train_carbon_aware.fn(
             JOB, zone="DX", checkpoint_dir=str(tmp_path), strategy="none", deadline=DEADLINE
         )
-    with pytest.raises(InvalidInputError, match=r"deadline=2023-06-02T10:00:00\+00:00 is already past"):
-        train_carbon_aware.fn(
-            JOB, zone="DE", checkpoint_dir=str(tmp_path), strategy="none", deadline="2023-06-02T10:00Z"
-        )
     assert not any(tmp_path.iterdir())  # nothing trained, nothing written
+    # B4: a rescheduled run that starts after its deadline raised InvalidInputError instead of training
+    late = train_carbon_aware.fn(
+        JOB, zone="DE", checkpoint_dir=str(tmp_path), strategy="threshold", deadline="2023-06-02T10:00Z",
+        options={"pause_above": 0.0, "resume_below": 0.0, "max_pause": "6h"}, decision_refresh_seconds=0.0,
+    )  # fmt: skip
+    assert late.result.status == "completed" and not late.rescheduled
+    assert late.result.decision is not None and "running at once (late run)" in late.result.decision.reason
