@@ -155,14 +155,10 @@ def test_unreadable_and_missing_files(tmp_path: Path) -> None:
         read_trace(tmp_path / "nope.csv", gaps="sometimes")  # type: ignore[arg-type]
 
 
-GREEN_DCC = Path("/work/shared/data/electricitymaps-green-dcc")
-
-
-def test_local_offsets_across_a_dst_switch_are_read_as_utc(tmp_path: Path) -> None:
-    """B7: real DE-LU hours written in Berlin local time (+01:00, then +02:00 from 2023-03-26 02:00)."""
-    real = read_trace(GREEN_DCC / "DE-LU_2023_hourly.csv").between(
-        pd.Timestamp("2023-03-25T12:00Z"), pd.Timestamp("2023-03-27T00:00Z")
-    )
+def test_local_offsets_across_a_dst_switch_are_read_as_utc(tmp_path: Path, traces_dir: Path) -> None:
+    """B7: real German 15-minute data written in Berlin local time (+01:00, then +02:00 from 2020-03-29
+    01:00 UTC) raised pandas' raw "Mixed timezones" error."""
+    real = read_trace(traces_dir / "lwa_ger_2020-03-28_naive.csv", assume_utc=True)
     local = pd.DatetimeIndex(real.values.index).tz_convert("Europe/Berlin")
     assert {str(t.utcoffset()) for t in local} == {"1:00:00", "2:00:00"}
     path = tmp_path / "de_local.csv"
@@ -171,7 +167,7 @@ def test_local_offsets_across_a_dst_switch_are_read_as_utc(tmp_path: Path) -> No
     back = read_trace(path, zone="DE")
     assert back.values.index.equals(real.values.index)
     assert back.values.tolist() == real.values.tolist()
-    assert back.resolution == pd.Timedelta(hours=1) and not back.gaps()
+    assert back.resolution == pd.Timedelta(minutes=15) and not back.gaps()
 
 
 def test_offsets_and_naive_rows_mixed_name_the_naive_line(tmp_path: Path) -> None:
