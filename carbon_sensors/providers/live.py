@@ -41,6 +41,7 @@ from carbon_sensors.providers.http import (
     run_async,
     run_sync,
 )
+from carbon_sensors.redact import clip, redact
 from carbon_sensors.signal import IntensityReading, IntensitySignal, SignalKind, make_signal
 from carbon_sensors.timeutil import require_utc, utcnow
 from carbon_sensors.validation import EARLIEST, LATEST, MAX_INTENSITY, intensity_problem, short_repr
@@ -124,7 +125,7 @@ class LiveProvider(ABC):
 
     def __repr__(self) -> str:
         creds = ", credentials=***" if self.secrets() else ""
-        return f"{type(self).__name__}(base_url={self.base_url!r}{creds})"
+        return f"{type(self).__name__}(base_url={redact(self.base_url)!r}{creds})"
 
     # --- what a concrete provider writes -----------------------------------------------------------------
     def secrets(self) -> tuple[Secret, ...]:
@@ -286,7 +287,7 @@ class LiveProvider(ABC):
         try:
             return response.json()
         except (ValueError, RecursionError) as exc:
-            snippet = response.text[:80].replace("\n", " ")
+            snippet = clip(response.text, 80).replace("\n", " ")
             why = "JSON nested too deeply to parse" if isinstance(exc, RecursionError) else "malformed JSON"
             self.fail(
                 MalformedResponseError,
@@ -420,7 +421,7 @@ class LiveProvider(ABC):
             self.fail(
                 MalformedResponseError,
                 zone,
-                f"unexpected response shape reading {what}: {type(exc).__name__}: {short_repr(str(exc))}",
+                f"unexpected response shape reading {what}: {type(exc).__name__}: {str(exc)[:200]}",
             )
 
     def bad_field(self, zone: str, name: str, value: Any, expected: str) -> NoReturn:
@@ -461,7 +462,7 @@ def api_message(response: Response) -> str:
     try:
         body = response.json()
     except (ValueError, RecursionError):
-        return response.text[:120].strip()
+        return clip(response.text, 120).strip()
     parts: list[str] = []
     if isinstance(body, dict):
         err = body.get("error")
@@ -471,8 +472,8 @@ def api_message(response: Response) -> str:
             parts.append(str(err))
         parts += [str(body[k]) for k in ("msg", "message", "detail") if body.get(k)]
     else:
-        parts.append(json.dumps(body)[:120])
-    return "; ".join(p for p in parts if p)[:300]
+        parts.append(clip(json.dumps(body), 120))
+    return clip("; ".join(p for p in parts if p), 300)
 
 
 def _names_zone(said: str, zone: str) -> bool:
