@@ -8,6 +8,7 @@ Everything stored is a tensor or plain data, so loading never unpickles arbitrar
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 from pathlib import Path
@@ -19,6 +20,8 @@ import torch
 from carbon_sensors.atomic import atomic_write, atomic_write_text
 from carbon_sensors.errors import CheckpointError, UnsafePathError
 from carbon_sensors.paths import confine
+
+log = logging.getLogger(__name__)
 
 LATEST = "LATEST"
 _NAME = re.compile(r"^checkpoint-(\d+)\.pt$")
@@ -85,6 +88,33 @@ def load_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
     if not isinstance(state, dict) or state.get("format") != 1:
         raise CheckpointError(f"{file} is not a carbon-aware training checkpoint (format 1)")
     return file, state
+
+
+def load_newest(directory: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint of `directory` that loads (LATEST's first), or None when it holds none.
+
+    A torn or corrupt newest checkpoint (a bad disk, a half-copied download) is skipped with a warning
+    and the one before it is used: the reason `keep_last` defaults to 2. When every one fails, that is
+    an error, not a silent fresh start.
+    """
+    folder = Path(directory)
+    if not folder.is_dir():
+        return None
+    files = list(reversed(list_checkpoints(folder)))
+    pointer = folder / LATEST
+    if pointer.is_file():
+        named = _pointed_at(folder, pointer.read_text(encoding="utf-8").strip())
+        files = [named, *(f for f in files if f != named)] if named.is_file() else files
+    problems = []
+    for file in files:
+        try:
+            return load_checkpoint(file)
+        except CheckpointError as exc:
+            log.warning("skipped checkpoint %s (%s); trying the one before it", file, exc)
+            problems.append(str(exc))
+    if problems:
+        raise CheckpointError(f"no checkpoint in {folder} can be loaded: {'; '.join(problems)}")
+    return None
 
 
 def capture_rng(generators: list[torch.Generator]) -> dict[str, Any]:

@@ -5,11 +5,21 @@ runner's `clock`, which is grid time under replay, as are the measurement window
 deadline guard (`carbon_sensors.deadline`), which wins over any strategy. On a pause it checkpoints everything a bitwise-identical continuation needs (model, optimizer, scheduler, grad
 scaler, every RNG, the epoch's starting RNG so the loader's shuffle can be replayed, the position in the
 epoch, the emissions ledger) and returns "paused until" instead of blocking a worker.
+
+Crash safety: besides pauses, it checkpoints every `checkpoint_every` of wall time (default 5 minutes)
+and/or every `checkpoint_every_steps` steps, each handed to `on_checkpoint` (to publish it) as it is
+written, so a killed worker loses at most one interval. `run(resume_from="latest")` continues from the
+newest loadable checkpoint of `checkpoint_dir`. The emissions timeline there is append-only across
+attempts and fsynced each measurement window: a crashed attempt's energy stays in the report. SIGTERM
+(a worker shutting down, a cancelled flow run) stops at the next step boundary with a checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,16 +33,27 @@ import torch
 from carbon_sensors.deadline import DeadlineGuard, StepTimes, WorkEstimate, estimate_work
 from carbon_sensors.decision import Action, Decision, Strategy
 from carbon_sensors.emissions import EmissionsLedger, IntensityLookup, read_jsonl
-from carbon_sensors.errors import CheckpointError, InvalidInputError
+from carbon_sensors.errors import CheckpointError, InvalidInputError, TraceError
 from carbon_sensors.power.monitor import PowerMonitor
 from carbon_sensors.providers.base import IntensitySource
 from carbon_sensors.timeutil import require_utc, utcnow
-from carbon_sensors.training.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from carbon_sensors.training.checkpoint import (
+    capture_rng,
+    load_checkpoint,
+    load_newest,
+    restore_rng,
+    save_checkpoint,
+)
 from carbon_sensors.training.job import TrainingJob, TrainingResult
 
 log = logging.getLogger(__name__)
 
 TIMELINE_NAME = "emissions.jsonl"
+LATEST_CHECKPOINT = "latest"
+# A crash loses at most this much training (wall time); a checkpoint of a small model takes milliseconds.
+DEFAULT_CHECKPOINT_EVERY = timedelta(minutes=5)
+CheckpointHook = Callable[[Path, Path], None]
+"""Called with (checkpoint file, emissions timeline) after each checkpoint is written."""
 
 
 class TrainingRunner:
@@ -49,6 +70,9 @@ class TrainingRunner:
         deadline: datetime | None = None,
         clock: Callable[[], pd.Timestamp] | None = None,
         checkpoint_every_steps: int | None = None,
+        checkpoint_every: timedelta | None = DEFAULT_CHECKPOINT_EVERY,
+        on_checkpoint: CheckpointHook | None = None,
+        stop_on_sigterm: bool = True,
         decision_refresh_seconds: float = 30.0,
         pue: float = 1.0,
         monitor: PowerMonitor | None = None,
@@ -67,6 +91,10 @@ class TrainingRunner:
             raise InvalidInputError(
                 f"checkpoint_every_steps={checkpoint_every_steps} must be at least 1 (or None)"
             )
+        if checkpoint_every is not None and checkpoint_every <= timedelta(0):
+            raise InvalidInputError(
+                f"checkpoint_every={checkpoint_every} must be longer than zero (or None: no timed checkpoints)"
+            )
         if expected_duration is not None and expected_duration <= timedelta(0):
             raise InvalidInputError(
                 f"expected_duration={expected_duration} must be longer than zero (or None)"
@@ -84,6 +112,10 @@ class TrainingRunner:
         self.guard = DeadlineGuard(self.deadline, resume_overhead=resume_overhead)
         self.clock: Callable[[], pd.Timestamp] = clock if clock is not None else utcnow
         self.checkpoint_every_steps = checkpoint_every_steps
+        self.checkpoint_every = checkpoint_every
+        self.on_checkpoint = on_checkpoint
+        self.stop_on_sigterm = stop_on_sigterm
+        self._last_checkpoint_mono = time.monotonic()
         self.decision_refresh_seconds = decision_refresh_seconds
         self.pue = pue
         self.measure_every_seconds = measure_every_seconds
@@ -123,24 +155,64 @@ class TrainingRunner:
         return self.checkpoint_dir / TIMELINE_NAME
 
     def run(self, resume_from: str | Path | None = None, *, wait_in_process: bool = False) -> TrainingResult:
-        """Train until done, paused, or stopped; `resume_from` is a checkpoint file or folder."""
+        """Train until done, paused, or stopped.
+
+        `resume_from`: None starts afresh (a new timeline); a checkpoint file or folder resumes from it;
+        "latest" resumes from the newest loadable checkpoint in `checkpoint_dir`, or starts training
+        afresh when there is none while keeping the timeline of attempts that died before one.
+        """
         monitor = self._monitor if self._monitor is not None else PowerMonitor()
         try:
-            if resume_from is not None:
-                self._restore(resume_from)
-            else:
-                self.ledger = EmissionsLedger(
-                    zone=self.zone,
-                    submitted_at=self.clock(),
-                    pue=self.pue,
-                    lookup=self._lookup,
-                    jsonl_path=self.timeline_path,
-                )
-                self.ledger.write_jsonl()
-            return self._loop(monitor, wait_in_process)
+            with self._stopping_on_sigterm():
+                self._begin(resume_from)
+                return self._loop(monitor, wait_in_process)
         finally:
             if self._monitor is None:
                 monitor.close()
+
+    def _begin(self, resume_from: str | Path | None) -> None:
+        if isinstance(resume_from, str) and resume_from == LATEST_CHECKPOINT:
+            found = load_newest(self.checkpoint_dir)
+            if found is None:
+                log.info("no checkpoint in %s: training starts at step 0", self.checkpoint_dir)
+                self._start_ledger(keep_timeline=True)
+            else:
+                self._restore(*found)
+        elif resume_from is not None:
+            self._restore(*load_checkpoint(resume_from))
+        else:
+            self._start_ledger(keep_timeline=False)
+        assert self.ledger is not None
+        self.ledger.begin_attempt(self.clock(), self.steps_done)
+        self._last_checkpoint_mono = time.monotonic()
+
+    @contextlib.contextmanager
+    def _stopping_on_sigterm(self) -> Iterator[None]:
+        """SIGTERM stops at the next step with a checkpoint; then it goes on to the handler it replaced.
+
+        Airflow's handler calls `on_kill`, Prefect's raises the cancellation, the default ends the process:
+        each now after the checkpoint. Signals can be handled only in the main thread.
+        """
+        if not self.stop_on_sigterm or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        received: list[int] = []
+
+        def on_sigterm(signum: int, frame: Any) -> None:
+            received.append(signum)
+            self._stop.set()
+
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            if received:
+                log.info("SIGTERM: stopped at step %d with a checkpoint", self.steps_done)
+                if callable(previous):
+                    previous(signal.SIGTERM, None)
+                elif previous == signal.SIG_DFL:
+                    os.kill(os.getpid(), signal.SIGTERM)
 
     # --- the loop ------------------------------------------------------------------------------------------
     def _loop(self, monitor: PowerMonitor, wait_in_process: bool) -> TrainingResult:
@@ -192,7 +264,7 @@ class TrainingRunner:
             elif self._window_due(now):
                 self._close_window(monitor)
                 self._open_window(monitor)
-            if self.checkpoint_every_steps and self.steps_done % self.checkpoint_every_steps == 0:
+            if self._checkpoint_due():
                 self._close_window(monitor)  # so the checkpoint's ledger holds all energy up to this step
                 self._open_window(monitor)
                 self._checkpoint()
@@ -348,13 +420,73 @@ class TrainingRunner:
             "ledger": self.ledger.to_records(),
         }  # fmt: skip
 
+    def _checkpoint_due(self) -> bool:
+        by_steps = (
+            bool(self.checkpoint_every_steps) and self.steps_done % (self.checkpoint_every_steps or 1) == 0
+        )
+        elapsed = time.monotonic() - self._last_checkpoint_mono
+        by_time = self.checkpoint_every is not None and elapsed >= self.checkpoint_every.total_seconds()
+        return by_steps or by_time
+
     def _checkpoint(self) -> Path:
-        return save_checkpoint(
+        path = save_checkpoint(
             self.checkpoint_dir, self._state(), step=self.steps_done, keep_last=self.keep_checkpoints
         )
+        self._last_checkpoint_mono = time.monotonic()
+        if self.on_checkpoint is not None:
+            self.on_checkpoint(path, self.timeline_path)
+        return path
 
-    def _restore(self, resume_from: str | Path) -> None:
-        file, state = load_checkpoint(resume_from)
+    # --- the emissions timeline ----------------------------------------------------------------------------
+    def _start_ledger(self, *, keep_timeline: bool) -> None:
+        """A new ledger and timeline, or (`keep_timeline`) the timeline of earlier attempts, continued."""
+        kept = self._read_timeline() if keep_timeline else None
+        if kept is not None:
+            self.ledger = kept
+            return
+        self.ledger = EmissionsLedger(
+            zone=self.zone, submitted_at=self.clock(), pue=self.pue, lookup=self._lookup,
+            jsonl_path=self.timeline_path,
+        )  # fmt: skip
+        self.ledger.write_jsonl()
+
+    def _read_timeline(self) -> EmissionsLedger | None:
+        """The timeline written so far, to append to; an unreadable one is moved aside (never overwritten)."""
+        path = self.timeline_path
+        if not path.is_file():
+            return None
+        try:
+            ledger = read_jsonl(path)
+        except TraceError as exc:
+            aside = path.with_name(f"{path.name}.unreadable-{time.time_ns()}")
+            log.warning("emissions timeline %s cannot be read (%s); moved to %s", path, exc, aside.name)
+            path.rename(aside)
+            return None
+        if ledger.pue != self.pue:
+            raise InvalidInputError(
+                f"pue={self.pue} differs from pue={ledger.pue} of the timeline {path}; resume with the same PUE"
+            )
+        ledger.lookup, ledger.jsonl_path = self._lookup, path
+        return ledger
+
+    def _resume_ledger(self, from_checkpoint: EmissionsLedger, step: int) -> EmissionsLedger:
+        """The timeline (every attempt's energy) merged with the checkpoint's ledger, nothing counted twice."""
+        ledger = self._read_timeline()
+        if ledger is None:
+            from_checkpoint.jsonl_path = self.timeline_path
+            from_checkpoint.write_jsonl()
+            return from_checkpoint
+        ledger.absorb(from_checkpoint)
+        saved_until = max((i.end for i in from_checkpoint.intervals), default=from_checkpoint.submitted_at)
+        lost = sum(1 for i in ledger.intervals if i.start >= saved_until)
+        if lost:
+            ledger.note(
+                f"{lost} interval(s) measured after the last checkpoint (step {step}) were re-run after a "
+                "crash; their energy is kept"
+            )
+        return ledger
+
+    def _restore(self, file: Path, state: dict[str, Any]) -> None:
         job = self.job
         job.model.load_state_dict(state["model"])
         job.optimizer.load_state_dict(state["optimizer"])
@@ -378,42 +510,22 @@ class TrainingRunner:
         self._epoch_energy = {k: float(v) for k, v in progress["epoch_energy"].items()}
         self._epoch_rng = state["epoch_rng"]
         restore_rng(state["rng"], self._generators())
-        ledger = EmissionsLedger.from_records(
-            state["ledger"], lookup=self._lookup, jsonl_path=self.timeline_path
-        )
-        if ledger.pue != self.pue:
+        saved = EmissionsLedger.from_records(state["ledger"], lookup=self._lookup)
+        if saved.pue != self.pue:
             raise InvalidInputError(
-                f"pue={self.pue} differs from the checkpoint's pue={ledger.pue}; resume with the same PUE"
+                f"pue={self.pue} differs from the checkpoint's pue={saved.pue}; resume with the same PUE"
             )
-        self._keep_lost_intervals(ledger)
+        ledger = self._resume_ledger(saved, self.steps_done)
         ledger.end_pause(self.clock())
-        ledger.write_jsonl()
         self.ledger = ledger
         log.info("resumed from %s at epoch %d, step %d", file, self.epoch, self.steps_done)
-
-    def _keep_lost_intervals(self, ledger: EmissionsLedger) -> None:
-        """Energy spent after the checkpoint by a run that then died was still spent: keep it in the ledger."""
-        if not self.timeline_path.is_file():
-            return
-        try:
-            written = read_jsonl(self.timeline_path)
-        except Exception as exc:  # an unreadable old timeline must not block the resume
-            log.warning("ignored the previous emissions timeline %s: %s", self.timeline_path, exc)
-            return
-        known = {(i.start, i.end) for i in ledger.intervals}
-        last_end = ledger.intervals[-1].end if ledger.intervals else ledger.submitted_at
-        lost = [i for i in written.intervals if (i.start, i.end) not in known and i.start >= last_end]
-        if lost:
-            ledger.intervals.extend(lost)
-            ledger.notes.append(
-                f"{len(lost)} interval(s) measured after the last checkpoint were re-run after a crash"
-            )
 
     def _finish(self, monitor: PowerMonitor, status: str, decision: Decision | None) -> TrainingResult:
         assert self.ledger is not None
         self._close_window(monitor)
         if status == "paused" and decision is not None:
             self.ledger.begin_pause(self.clock(), decision.until, decision.reason)
+        self.ledger.end_attempt(status)
         path = self._checkpoint()
         return TrainingResult(
             status=status,
