@@ -56,12 +56,17 @@ def build_strategy(
 
 
 def _run_key(context: Context, task_id: str) -> str:
+    """`<dag_id>/<run_id>/<task_id>[/<map_index>]`: every attempt of one task instance shares its folder."""
     dag_run = context.get("dag_run")
-    return run_key(
-        dag_id=getattr(dag_run, "dag_id", None) or "dag",
-        run_id=getattr(dag_run, "run_id", None) or "manual",
-        task_id=task_id,
-    )
+    map_index = getattr(context.get("ti"), "map_index", -1)
+    segments: dict[str, object] = {
+        "dag_id": getattr(dag_run, "dag_id", None) or "dag",
+        "run_id": getattr(dag_run, "run_id", None) or "manual",
+        "task_id": task_id,
+    }
+    if isinstance(map_index, int) and map_index >= 0:
+        segments["map_index"] = map_index
+    return run_key(**segments)
 
 
 class CarbonAwareTrainingOperator(BaseOperator):
@@ -69,7 +74,17 @@ class CarbonAwareTrainingOperator(BaseOperator):
 
     `strategy` names a strategy of `carbon_sensors.strategies` (built with `strategy_kwargs`) or is a factory
     `(source, zone, **strategy_kwargs) -> Strategy`. `checkpoint_dir` is a local folder or an object-storage
-    URL; by default a per-run folder under the system temp dir.
+    URL; by default a folder under the system temp dir. Each task instance trains in its own folder
+    `<checkpoint_dir>/<dag_id>/<run_id>/<task_id>[/<map_index>]`, where the emissions timeline is published
+    too. Every attempt resumes from the newest checkpoint there: a retry after a lost worker goes on from
+    the last periodic checkpoint, and a rerun of a finished task returns its result without training again
+    (trigger a new DAG run to retrain). On a CeleryExecutor or Kubernetes, use object storage
+    (`s3://conn_id@bucket/prefix`) or a folder shared by every worker: a worker's local folder does not
+    follow the task.
+
+    :param checkpoint_every: wall time between periodic checkpoints ('5min', the default; None: only at
+        pauses, stops and the end); a lost worker costs at most this much training.
+    :param checkpoint_every_steps: also checkpoint every this many steps.
 
     :param deadline: finish-by time (aware ISO or datetime, grid time); default: the run's data interval end
         plus `deadline_allowance`. Whatever the strategy says, training (re)starts by the deadline minus an upper
@@ -98,6 +113,7 @@ class CarbonAwareTrainingOperator(BaseOperator):
         strategy_kwargs: Mapping[str, Any] | None = None,
         checkpoint_dir: str | None = None,
         checkpoint_every_steps: int | None = None,
+        checkpoint_every: timedelta | str | None = "5min",
         deadline: datetime | str | None = None,
         deadline_allowance: timedelta | str | None = None,
         decision_refresh_seconds: float = 30.0,
@@ -118,6 +134,7 @@ class CarbonAwareTrainingOperator(BaseOperator):
         self.strategy_kwargs = dict(strategy_kwargs or {})
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every_steps = checkpoint_every_steps
+        self.checkpoint_every = checkpoint_every
         self.deadline = deadline
         self.deadline_allowance = deadline_allowance
         self.decision_refresh_seconds = decision_refresh_seconds
@@ -161,7 +178,10 @@ class CarbonAwareTrainingOperator(BaseOperator):
         )
 
     def on_kill(self) -> None:
-        """Stop training at the next step boundary; the runner writes a checkpoint before it returns."""
+        """Stop training at the next step boundary; the runner checkpoints (and publishes) before it returns.
+
+        Airflow calls this on SIGTERM (a worker shutting down, a task marked failed) as well.
+        """
         if self._runner is not None:
             self._runner.stop()
 
@@ -231,6 +251,11 @@ class CarbonAwareTrainingOperator(BaseOperator):
                 if self.expected_duration is None
                 else parse_duration(self.expected_duration, "expected_duration")
             )
+            every = (
+                None
+                if self.checkpoint_every is None
+                else parse_duration(self.checkpoint_every, "checkpoint_every")
+            )
         runner = self._runner = TrainingRunner(
             job,
             checkpoint_dir=store.local_dir,
@@ -240,21 +265,25 @@ class CarbonAwareTrainingOperator(BaseOperator):
             deadline=target.deadline,
             clock=target.clock.now,
             checkpoint_every_steps=self.checkpoint_every_steps,
+            checkpoint_every=every,
+            on_checkpoint=store.on_checkpoint,
             decision_refresh_seconds=self.decision_refresh_seconds,
             pue=self.pue,
             expected_duration=None if expected is None else target.clock.grid_duration(expected),
             resume_overhead=guard.resume_overhead,
         )
         runner.guard.restore(guard.to_state())  # what the guard said at the wake holds in the run
-        local_resume = None if resume_from is None else store.fetch(resume_from)
+        start = store.resume_point(resume_from)
         try:
-            result = runner.run(resume_from=local_resume)
+            result = runner.run(resume_from=start)
         except Exception as exc:
             raise TrainingCallableError(
                 f"{self.task_id}: training failed at step {runner.steps_done} with "
                 f"{type(exc).__name__}: {exc}; last checkpoint in {store.location}"
             ) from exc
-        checkpoint = None if result.checkpoint_path is None else store.publish(result.checkpoint_path)
+        checkpoint = None if result.checkpoint_path is None else store.published(result.checkpoint_path)
+        if result.started_at_step:
+            self.log.info("resumed from the checkpoint at step %d", result.started_at_step)
         if result.status == "paused":
             assert result.paused_until is not None and checkpoint is not None
             work = runner.remaining_work().to_dict()
@@ -265,7 +294,12 @@ class CarbonAwareTrainingOperator(BaseOperator):
             raise AirflowException(
                 f"{self.task_id}: training stopped at step {result.steps_done}; checkpoint {checkpoint}"
             )
-        return {**result.to_dict(), "checkpoint_path": checkpoint, "deferrals": deferrals}
+        return {
+            **result.to_dict(),
+            "checkpoint_path": checkpoint,
+            "timeline_path": store.timeline(),
+            "deferrals": deferrals,
+        }
 
     def _defer(self, target: CarbonTarget, until: pd.Timestamp, reason: str, pause: _Pause) -> NoReturn:
         """Free the worker until grid time `until`; the checkpoint's path travels in the deferral kwargs."""

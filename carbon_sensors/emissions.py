@@ -468,6 +468,20 @@ class EmissionsLedger:
                 os.fsync(fh.fileno())
 
 
+def merge_timeline(target: Path, other: Path) -> None:
+    """Append to timeline `target` whatever timeline `other` holds and it lacks; copy `other` if no `target`.
+
+    Two copies of one run's timeline (a worker's own, the published one) each may hold records the other
+    lacks; merged this way, nothing is lost and nothing counted twice (see `EmissionsLedger.absorb`).
+    """
+    if not target.is_file():
+        atomic_write_text(target, other.read_text(encoding="utf-8"))
+        return
+    mine = read_jsonl(target)
+    mine.jsonl_path = target
+    mine.absorb(read_jsonl(other))
+
+
 def read_jsonl(path: str | Path) -> EmissionsLedger:
     """Load a ledger from its JSONL timeline (to recompute the report later)."""
     p = Path(path)

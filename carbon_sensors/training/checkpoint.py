@@ -31,6 +31,12 @@ def checkpoint_name(step: int) -> str:
     return f"checkpoint-{step:010d}.pt"
 
 
+def checkpoint_step(name: str) -> int | None:
+    """The step of a checkpoint file name, or None for any other name (temp files included)."""
+    found = _NAME.match(name)
+    return int(found[1]) if found else None
+
+
 def save_checkpoint(directory: str | Path, state: dict[str, Any], *, step: int, keep_last: int = 2) -> Path:
     """Write `state` as the checkpoint of `step`, point LATEST at it, and drop all but the newest `keep_last`."""
     folder = Path(directory)
@@ -91,7 +97,7 @@ def load_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
 
 
 def load_newest(directory: str | Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest checkpoint of `directory` that loads (LATEST's first), or None when it holds none.
+    """The newest checkpoint of `directory` that loads (by step), or None when it holds none.
 
     A torn or corrupt newest checkpoint (a bad disk, a half-copied download) is skipped with a warning
     and the one before it is used: the reason `keep_last` defaults to 2. When every one fails, that is
@@ -100,13 +106,8 @@ def load_newest(directory: str | Path) -> tuple[Path, dict[str, Any]] | None:
     folder = Path(directory)
     if not folder.is_dir():
         return None
-    files = list(reversed(list_checkpoints(folder)))
-    pointer = folder / LATEST
-    if pointer.is_file():
-        named = _pointed_at(folder, pointer.read_text(encoding="utf-8").strip())
-        files = [named, *(f for f in files if f != named)] if named.is_file() else files
     problems = []
-    for file in files:
+    for file in reversed(list_checkpoints(folder)):
         try:
             return load_checkpoint(file)
         except CheckpointError as exc:

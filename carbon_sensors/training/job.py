@@ -92,6 +92,7 @@ class TrainingResult:
     last_loss: float | None = None
     epochs: list[dict[str, Any]] = field(default_factory=list)
     power_notes: list[str] = field(default_factory=list)
+    started_at_step: int = 0  # where this attempt began: > 0 when it resumed a checkpoint
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -106,4 +107,5 @@ class TrainingResult:
             "report": self.report.to_dict(),
             "epochs": list(self.epochs),
             "power_notes": list(self.power_notes),
+            "started_at_step": self.started_at_step,
         }

@@ -539,4 +539,5 @@ class TrainingRunner:
             last_loss=self._loss_value(),
             epochs=list(self.epochs),
             power_notes=monitor.notes(),
+            started_at_step=self.ledger.attempts[-1].from_step,
         )

@@ -33,11 +33,13 @@ def test_a_local_resume_path_outside_the_store_is_refused(tmp_path: Path) -> Non
     store = CheckpointStore(str(tmp_path / "store"), "unused")
     stolen = tmp_path / "other-dag" / "checkpoint-0000000001.pt"
     with pytest.raises(UnsafePathError, match=r"resume checkpoint .* outside the checkpoint store"):
-        store.fetch(str(stolen))
+        store.resume_point(str(stolen))
     with pytest.raises(UnsafePathError):
-        store.fetch(str(tmp_path / "store" / ".." / "other-dag" / stolen.name))
-    inside = tmp_path / "store" / "checkpoint-0000000001.pt"
-    assert store.fetch(str(inside)) == inside.resolve()
+        store.resume_point(str(tmp_path / "store" / ".." / "other-dag" / stolen.name))
+    inside = Path(store.location) / "checkpoint-0000000001.pt"  # the run's own folder in the store
+    inside.parent.mkdir(parents=True)
+    inside.write_bytes(b"x")
+    assert store.resume_point(str(inside)) == inside.resolve()
 
 
 def test_a_remote_resume_path_outside_the_prefix_is_refused_before_any_copy(tmp_path: Path) -> None:
@@ -46,5 +48,5 @@ def test_a_remote_resume_path_outside_the_prefix_is_refused_before_any_copy(tmp_
     (bucket / "other" / "checkpoint-0000000001.pt").write_bytes(b"x")
     store = CheckpointStore((bucket / "mine").as_uri(), "dag/run/train")
     with pytest.raises(UnsafePathError, match="outside the checkpoint store"):
-        store.fetch((bucket / "mine").as_uri() + "/../other/checkpoint-0000000001.pt")
+        store.resume_point((bucket / "mine").as_uri() + "/../other/checkpoint-0000000001.pt")
     assert not store.local_dir.exists()

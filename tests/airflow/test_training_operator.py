@@ -60,7 +60,7 @@ def test_pauses_defers_and_resumes_from_the_checkpoint(tmp_path: Path, replay_at
     kwargs = state
     assert kwargs["deferrals"] == 1
     assert Path(kwargs["checkpoint_path"]).is_file()
-    assert Path(kwargs["checkpoint_path"]).parent == tmp_path / "ckpt"
+    assert Path(kwargs["checkpoint_path"]).parent == tmp_path / "ckpt" / "dag" / "manual" / "train"
     wall_deadline = replay.wall_time(pd.Timestamp("2023-06-07T00:00Z"))
     timeout = deferred.value.timeout
     assert type(timeout) is timedelta  # msgpack (task -> supervisor) refuses pandas.Timedelta
@@ -114,7 +114,7 @@ def test_object_storage_checkpoints_travel_as_urls(tmp_path: Path, replay_at: Re
         operator(tmp_path, checkpoint_dir=store).execute(NO_CONTEXT)
     state = paused_state(deferred.value)
     assert state["checkpoint_path"].startswith("file://")
-    assert any((tmp_path / "bucket").glob("checkpoint-*.pt"))
+    assert any((tmp_path / "bucket").glob("dag/manual/train/checkpoint-*.pt"))
     replay_at("2023-06-06T09:30Z")
     result = operator(tmp_path, checkpoint_dir=store).execute_complete(NO_CONTEXT, event=woken(state))
     assert result["status"] == "completed"
@@ -127,7 +127,7 @@ def test_on_kill_stops_training_with_a_checkpoint(tmp_path: Path, replay_at: Rep
     threading.Timer(1.0, op.on_kill).start()
     with pytest.raises(AirflowException, match="training stopped at step"):
         op.execute(NO_CONTEXT)
-    assert any((tmp_path / "ckpt").glob("checkpoint-*.pt"))
+    assert any((tmp_path / "ckpt").glob("dag/manual/train/checkpoint-*.pt"))
 
 
 def test_a_raising_training_callable_fails_with_its_error(tmp_path: Path, replay_at: ReplayAt) -> None:
