@@ -33,6 +33,7 @@ from carbon_sensors.errors import AuthenticationError, CarbonAwareError, Invalid
 from carbon_sensors.forecast.combine import assemble_forecast
 from carbon_sensors.planner import plan_window
 from carbon_sensors.timeutil import parse_duration, parse_utc, utcnow
+from carbon_sensors.worth import DEFAULT_MIN_SAVINGS, check_min_savings, not_worth_holding
 
 DEADLINE_TAG = "carbon-aware:deadline:"
 OnNoData = Literal["run", "fail"]
@@ -106,17 +107,20 @@ def await_low_carbon(
     max_in_process_wait: str | timedelta = "5min",
     reschedule: bool = True,
     on_no_data: OnNoData = "run",
+    min_savings: float = DEFAULT_MIN_SAVINGS,
     sleep: Callable[[float], None] = time.sleep,
 ) -> WindowOutcome:
     """Return once a low-carbon window for `duration` of work, finishing by the deadline, has begun.
 
     `deadline` is a finish-by time (aware datetime or ISO string); `within` is the same as a span from now
     (default 24 h). `max_intensity` lets a grid at or below that value (gCO2eq/kWh) run at once; otherwise
-    the best window from the forecast is awaited.
+    the best window from the forecast is awaited, if it saves at least `min_savings` percent against running
+    now (default 5, see `carbon_sensors.worth`); a smaller saving runs now and says so.
     """
     log = run_logger()
     if on_no_data not in ("run", "fail"):
         raise InvalidInputError(f"on_no_data={on_no_data!r} is not valid; use 'run' or 'fail'")
+    check_min_savings(min_savings)
     work = parse_duration(duration, "duration")
     in_process_limit = timedelta(0) if max_in_process_wait in (0, "0") else _limit(max_in_process_wait)
     intensity_source = resolve_source(source)
@@ -150,9 +154,15 @@ def await_low_carbon(
         return outcome(
             f"no carbon data ({exc}); fallback: run now", fallback=True, intensity_now=intensity_now
         )
-    planned: dict[str, Any] = {"plan": plan.to_dict(), "window_start": plan.start, "window_end": plan.end}
+    planned: dict[str, Any] = {
+        "plan": {**plan.to_dict(), "min_savings": min_savings},
+        "window_start": plan.start,
+        "window_end": plan.end,
+    }
     if plan.start <= now + START_TOLERANCE:
         return outcome(f"now is the best window: {plan.reason}", fallback=plan.fallback, **planned)
+    if small := not_worth_holding(plan, min_savings):
+        return outcome(small, **planned)
     start_wall = clock.to_wall(plan.start)
     wait = max(0.0, (start_wall - utcnow()).total_seconds())
     can_reschedule = reschedule and current_deployment_run() is not None

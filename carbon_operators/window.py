@@ -29,14 +29,18 @@ from carbon_sensors.errors import CarbonAwareError, InvalidInputError
 from carbon_sensors.forecast.combine import assemble_forecast
 from carbon_sensors.planner import Plan, plan_window, plan_zones
 from carbon_sensors.timeutil import parse_duration, parse_utc
+from carbon_sensors.worth import DEFAULT_MIN_SAVINGS, check_min_savings, not_worth_holding
 
 
 class CarbonWindowOperator(BaseOperator):
     """Hold until the lowest-carbon window of `duration` that ends by the deadline, in one or several zones.
 
     Returns the plan (zone, start, end, expected and run-now intensity, savings) to XCom, so the held
-    stage can read which zone was chosen. `replan_min_savings_pct`: on wake, wait again only if a later
-    window now saves at least this much against running at once.
+    stage can read which zone was chosen.
+
+    :param min_savings: the least expected saving, in percent against running now, worth a hold (default 5,
+        see `carbon_sensors.worth`); a smaller one runs at once and says so. On wake, the hold waits again
+        only for a later window that saves at least this much.
     """
 
     template_fields: Sequence[str] = ("zone", "duration", "deadline", "earliest_start", "carbon_conn_id")
@@ -52,7 +56,7 @@ class CarbonWindowOperator(BaseOperator):
         deadline: datetime | str | None = None,
         deadline_allowance: timedelta | str | None = None,
         earliest_start: datetime | str | None = None,
-        replan_min_savings_pct: float = 5.0,
+        min_savings: float = DEFAULT_MIN_SAVINGS,
         max_replans: int = 3,
         on_outage: str = OnOutage.OPEN,
         **kwargs: Any,
@@ -64,13 +68,14 @@ class CarbonWindowOperator(BaseOperator):
         self.deadline = deadline
         self.deadline_allowance = deadline_allowance
         self.earliest_start = earliest_start
-        self.replan_min_savings_pct = replan_min_savings_pct
+        self.min_savings = min_savings
         self.max_replans = max_replans
         self.on_outage = on_outage
 
     def _setting(self, context: Context) -> tuple[CarbonTarget, timedelta]:
         with failing_bad_input(self.task_id):
             parse_choice(OnOutage, self.on_outage, "on_outage")
+            check_min_savings(self.min_savings)
             target = resolve_target(context, self)
             return target, parse_duration(self.duration, "duration")
 
@@ -114,11 +119,7 @@ class CarbonWindowOperator(BaseOperator):
         if now + duration > target.deadline or replans >= self.max_replans:
             return self._released(target, plan, replans)
         fresh = self._plan(target, duration)
-        if (
-            fresh is not None
-            and fresh.start > now
-            and (fresh.savings_pct or 0.0) >= self.replan_min_savings_pct
-        ):
+        if fresh is not None and fresh.start > now and not_worth_holding(fresh, self.min_savings) is None:
             self.log.info("the forecast moved: %s; holding again", fresh.reason)
             return self._hold_or_release(target, fresh, replans=replans + 1)
         return self._released(target, plan if fresh is None else fresh.to_dict(), replans)
@@ -126,6 +127,9 @@ class CarbonWindowOperator(BaseOperator):
     def _hold_or_release(self, target: CarbonTarget, plan: Plan | None, *, replans: int) -> dict[str, Any]:
         if plan is None or plan.start <= target.clock.now():
             return self._released(target, None if plan is None else plan.to_dict(), replans)
+        if small := not_worth_holding(plan, self.min_savings):
+            self.log.info("not holding: %s", small)
+            return self._released(target, {**plan.to_dict(), "reason": small}, replans)
         wall_start = target.clock.to_wall(plan.start)
         self.log.info(
             "holding for the window %s to %s in %s (wall %s): %s vs %s gCO2eq/kWh now, %s%% less",
@@ -151,6 +155,7 @@ class CarbonWindowOperator(BaseOperator):
             "status": status,
             **(plan or {"zone": target.zone, "fallback": True, "reason": "no forecast: ran at once"}),
             "replans": replans,
+            "min_savings": self.min_savings,
             "released_at": target.clock.now().isoformat(),
             "deadline": target.deadline.isoformat(),
             "replay": target.clock.replaying,

@@ -28,6 +28,7 @@ from carbon_sensors.planner import plan_slots
 from carbon_sensors.providers.base import IntensitySource
 from carbon_sensors.signal import IntensitySignal
 from carbon_sensors.timeutil import require_utc
+from carbon_sensors.worth import DEFAULT_MIN_SAVINGS, check_min_savings, not_worth_holding
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +228,8 @@ class ForecastWindowStrategy(_Base):
     """Follow the cheapest interruptible plan to the deadline, re-planned on every call as actuals arrive.
 
     The forecast is the source's own where it has one, our model (fitted on `history_days` of the source's
-    history) beyond its horizon or when it has none.
+    history) beyond its horizon or when it has none. A pause that saves less than `min_savings` percent
+    against running on now is not taken (`carbon_sensors.worth`).
     """
 
     def __init__(
@@ -239,10 +241,12 @@ class ForecastWindowStrategy(_Base):
         history_days: float = 28,
         horizon: timedelta = timedelta(hours=48),
         use_source_forecast: bool = True,
+        min_savings: float = DEFAULT_MIN_SAVINGS,
         recheck: timedelta = timedelta(hours=1),
         on_error: OnError = "run",
     ) -> None:
         super().__init__(source, zone, recheck=recheck, on_error=on_error)
+        self.min_savings = check_min_savings(min_savings)
         self.min_chunk = pd.Timedelta(min_chunk)
         self.history = pd.Timedelta(days=history_days)
         self.horizon = pd.Timedelta(horizon)
@@ -275,6 +279,8 @@ class ForecastWindowStrategy(_Base):
             return Decision.run(
                 f"in a planned slot until {first_end:%Y-%m-%dT%H:%MZ}; {plan.reason}", **facts
             )
+        if small := not_worth_holding(plan, self.min_savings):
+            return Decision.run(small, intensity=plan.run_now_intensity, source=plan.forecast_source)
         return Decision.pause_until(
             first_start, f"next planned slot starts {first_start:%Y-%m-%dT%H:%MZ}; {plan.reason}", **facts
         )
@@ -306,6 +312,7 @@ STRATEGY_OPTIONS: dict[str, Schema] = {
         "history_days": Option(number),
         "horizon": Option(duration),
         "use_source_forecast": Option(boolean),
+        "min_savings": Option(number),
         **_COMMON,
     },
 }

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from airflow.sdk.exceptions import TaskDeferred
+from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
 from carbon_operators.triggers import ResumeAtTrigger
 from carbon_operators.window import CarbonWindowOperator
@@ -49,3 +49,20 @@ def test_a_resumed_hold_keeps_the_replay_epoch_of_the_process_that_deferred_it(
     released = hold.execute_complete(NO_CONTEXT, event=event)
     assert released["status"] == "released" and released["replans"] == 0
     assert pd.Timestamp(released["released_at"]) >= window_start
+
+
+def test_a_window_saving_less_than_min_savings_runs_at_once_and_says_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reproduced: the hold waited 22 trace hours for a 4.1% saving; below `min_savings` it now runs at once."""
+    monkeypatch.setenv(ENV_START, "2023-06-02T09:00Z")  # the best window (11:00 on) saves well under 99%
+    monkeypatch.delenv(ENV_WALL_START, raising=False)
+    hold = CarbonWindowOperator(
+        task_id="hold", zone="DE", duration="1h", deadline="2023-06-02T16:00Z", min_savings=99
+    )
+    released = hold.execute(NO_CONTEXT)  # no TaskDeferred: not worth holding
+    assert released["status"] == "released" and released["min_savings"] == 99
+    assert "less than min_savings=99%: running now" in released["reason"]
+    assert released["savings_pct"] is not None and 0 < released["savings_pct"] < 99
+    with pytest.raises(AirflowFailException, match=r"min_savings=120 is not valid"):
+        CarbonWindowOperator(task_id="bad", zone="DE", duration="1h", min_savings=120).execute(NO_CONTEXT)

@@ -211,3 +211,20 @@ def test_no_data_falls_back_visibly_or_fails_if_asked() -> None:
     assert outcome.action == "run" and outcome.fallback and "fallback: run now" in outcome.reason
     with pytest.raises(NoDataError):
         await_low_carbon("DE", within="12h", source=replayed(beyond), on_no_data="fail")
+
+
+def test_a_window_saving_less_than_min_savings_runs_now_and_says_why() -> None:
+    """From 10:00 the 11:00 low saves 2.4% (158.8 -> 155.0 g): under the default 5% no hold; from 09:00 (5.4%)
+    the wait holds. Reproduced: the hold waited 22 trace hours for a 4.1% saving."""
+    sleeps = Sleeps()
+    small = hold({"duration": "1h", "deadline": "2023-06-02T17:00Z",
+                  "source": replayed(pd.Timestamp("2023-06-02T10:00Z")), "sleep": sleeps})  # fmt: skip
+    assert small.action == "run" and sleeps.seconds == [] and small.waited_seconds == 0
+    assert "saves only 2.4% against running now, less than min_savings=5%" in small.reason
+    assert small.plan is not None and small.plan["min_savings"] == 5.0
+    assert small.plan["savings_pct"] == pytest.approx(2.37, abs=0.01)
+    eager = hold({"duration": "1h", "deadline": "2023-06-02T17:00Z", "min_savings": 0,
+                  "source": replayed(pd.Timestamp("2023-06-02T10:00Z")), "sleep": sleeps})  # fmt: skip
+    assert eager.action == "run" and len(sleeps.seconds) == 1 and sleeps.seconds[0] > 3000  # held for 11:00
+    with pytest.raises(InvalidInputError, match=r"min_savings=-5 is not valid"):
+        await_low_carbon("DE", deadline=DEADLINE, source=replayed(DIRTY), min_savings=-5)
