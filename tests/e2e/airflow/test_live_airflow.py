@@ -2,7 +2,9 @@
 
 The nightly retraining DAG is triggered through the REST API; the sensor is seen `deferred` through the API
 (waiting in the triggerer, no worker held), the run is seen finishing `success`, and the training's emissions
-report is read back through the API. Every process started is stopped by its process group, then by PID.
+report is read back through the API. Beside it, a threshold-paused training with a tight deadline
+(`carbon_e2e_tight_deadline.py`) must be woken by its deadline guard, real scheduler latency included, and finish
+by its deadline without pausing again. Every process started is stopped by its process group, then by PID.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import psutil
 import pytest
 from airflow_e2e_support import DAGS, replay_env
 
+from carbon_sensors.replay import Replay
+
 pytestmark = pytest.mark.slow
 
 DAG_ID = "carbon_nightly_retraining"
@@ -33,6 +37,10 @@ BIN = Path(sys.executable).parent
 # The replayed grid stays dirty until this long after the processes start, then turns green (see below).
 GREEN_AFTER_SECONDS = 60.0
 STARTUP_LIMIT_SECONDS = 45.0
+TIGHT_DAG_ID = "carbon_e2e_tight_deadline"
+# The tight run's deadline is this far ahead (wall seconds, x600 in grid time) when it is triggered; its guard
+# keeps 40 wall s for the wake-up, and its task needs up to ~20 s to start on a loaded machine.
+TIGHT_DEADLINE_SECONDS = 80.0
 
 
 def free_port() -> int:
@@ -107,6 +115,7 @@ def airflow(tmp_path: Path) -> Iterator[tuple[Airflow, httpx.Client]]:
     home.mkdir()
     dags.mkdir()
     shutil.copy(DAGS / f"{DAG_ID}.py", dags)
+    shutil.copy(Path(__file__).parent / f"{TIGHT_DAG_ID}.py", dags)
     port = free_port()
     env = {
         **os.environ,
@@ -127,6 +136,8 @@ def airflow(tmp_path: Path) -> Iterator[tuple[Airflow, httpx.Client]]:
         "CARBON_AWARE_POLL_SECONDS": "1",
         "CARBON_AWARE_EPOCHS": "2",
         "CARBON_AWARE_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+        "CARBON_E2E_TIGHT_CHECKPOINTS": str(tmp_path / "tight-checkpoints"),
+        "CARBON_E2E_TIGHT_OVERHEAD": "40s",
         "PYTHONWARNINGS": "ignore",
     }
     subprocess.run(
@@ -227,3 +238,33 @@ def test_real_airflow_defers_then_succeeds_and_serves_the_report(
     assert links == {"Carbon intensity": "/carbon/?zone=DE"}
     page = httpx.get(str(api.base_url.copy_with(path="/carbon/")), params={"zone": "DE"}, timeout=30)
     assert page.status_code == 200 and "DE" in page.text
+
+    # The tight-deadline training: one pause, cut by the guard at the latest start; woken (through the
+    # triggerer, the scheduler and a worker), it trained to the end by its deadline and never paused again.
+    replay = Replay.from_env(af.env)
+    assert replay is not None
+    deadline = replay.trace_time() + pd.Timedelta(seconds=TIGHT_DEADLINE_SECONDS) * replay.speed
+    assert api.get(f"/dags/{TIGHT_DAG_ID}").status_code == 200
+    tight = api.post(
+        f"/dags/{TIGHT_DAG_ID}/dagRuns",
+        json={"logical_date": None, "conf": {"deadline": deadline.isoformat()}},
+    )
+    assert tight.status_code == 200, tight.text
+    tight_run_id = tight.json()["dag_run_id"]
+
+    def tight_finished() -> str | None:
+        state = api.get(f"/dags/{TIGHT_DAG_ID}/dagRuns/{tight_run_id}").json()["state"]
+        return state if state in ("success", "failed") else None
+
+    assert wait_for("the tight-deadline run to finish", tight_finished, 120, af) == "success"
+    entry = api.get(
+        f"/dags/{TIGHT_DAG_ID}/dagRuns/{tight_run_id}/taskInstances/train/xcomEntries/return_value",
+        params={"deserialize": True},
+    )
+    value = entry.json()["value"]
+    trained = json.loads(value) if isinstance(value, str) else value
+    assert trained["status"] == "completed" and trained["steps_done"] == 300
+    assert trained["deferrals"] == 1 and trained["report"]["pauses"] == 1, trained["report"]
+    assert trained["report"]["paused_seconds"] > 0
+    assert trained["decision"]["reason"].startswith("deadline guard:"), trained["decision"]
+    assert pd.Timestamp(trained["report"]["finished_at"]) <= deadline
