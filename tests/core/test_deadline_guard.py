@@ -59,16 +59,9 @@ def timed_job(
     return TrainingJob(model, torch.optim.SGD(model.parameters(), lr=0.01), loader, step_fn=step_fn)
 
 
-class Recording:
-    """Wraps a strategy and records every decision the runner took (after the guard)."""
-
-    def __init__(self, inner: Strategy) -> None:
-        self.inner = inner
-
-    def decide(
-        self, now: pd.Timestamp, *, remaining_work: timedelta, deadline: pd.Timestamp | None
-    ) -> Decision:
-        return self.inner.decide(now, remaining_work=remaining_work, deadline=deadline)
+def finished_at(result: TrainingResult) -> pd.Timestamp:
+    assert result.report.finished_at is not None
+    return pd.Timestamp(result.report.finished_at)
 
 
 def monitor() -> PowerMonitor:
@@ -131,7 +124,7 @@ def test_a_slow_first_step_does_not_dominate_the_estimate(tmp_path: Path) -> Non
     first = decisions[0]
     assert first.action is Action.PAUSE and "to meet the deadline" in first.reason  # not "running regardless"
     assert results[0].steps_done == 2 and results[-1].status == "completed"
-    assert pd.Timestamp(results[-1].report.finished_at) <= deadline
+    assert finished_at(results[-1]) <= deadline
 
 
 def test_an_unsized_loader_is_assumed_to_need_all_the_time_left(tmp_path: Path) -> None:
@@ -143,7 +136,7 @@ def test_an_unsized_loader_is_assumed_to_need_all_the_time_left(tmp_path: Path) 
     )
     assert [r.status for r in results] == ["completed"] and results[0].steps_done == STEPS
     assert "the remaining work is unknown" in decisions[0].reason and "no len()" in decisions[0].reason
-    assert pd.Timestamp(results[0].report.finished_at) <= deadline
+    assert finished_at(results[0]) <= deadline
 
 
 def test_an_unsized_loader_with_expected_duration_is_held_only_so_long(tmp_path: Path) -> None:
@@ -157,7 +150,7 @@ def test_an_unsized_loader_with_expected_duration_is_held_only_so_long(tmp_path:
     assert (
         decisions[0].until is not None and decisions[0].until == deadline - timedelta(minutes=28) * 1.1
     )  # 2 steps done
-    assert pd.Timestamp(results[-1].report.finished_at) <= deadline
+    assert finished_at(results[-1]) <= deadline
 
 
 def test_decisions_refresh_on_the_grid_clock(tmp_path: Path) -> None:
@@ -237,4 +230,4 @@ def test_no_job_ever_ends_after_its_deadline(
     if slack < 0:
         assert len(results) == 1 and "late run" in decisions[0].reason
     else:
-        assert pd.Timestamp(final.report.finished_at) <= deadline
+        assert finished_at(final) <= deadline
