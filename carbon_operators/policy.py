@@ -94,18 +94,20 @@ def deferral_timeout(wall_deadline: pd.Timestamp) -> timedelta:
     return (left + DEFERRAL_MARGIN).to_pytimedelta()
 
 
-def require_future_deadline(deadline: pd.Timestamp, now: pd.Timestamp, work: timedelta, what: str) -> None:
-    """Bad input when the deadline has passed, or when `work` cannot fit before it."""
-    if deadline <= now:
-        raise InvalidInputError(
-            f"deadline={deadline.isoformat()} is already past (now is {now.isoformat()}); "
-            "pass a later deadline or a larger deadline_allowance"
-        )
-    if now + work > deadline:
-        raise InvalidInputError(
-            f"{what} of {work} does not fit before deadline={deadline.isoformat()} "
-            f"(only {deadline - now} left from {now.isoformat()})"
-        )
+def late_run(deadline: pd.Timestamp, now: pd.Timestamp, work: timedelta, log: WarningLog) -> str | None:
+    """Why this run is late (its deadline passed, or `work` no longer fits before it), logged; else None.
+
+    A late run runs at once, as the deadline guard of training does: a cleared, retried or backfilled run
+    comes after its deadline, and refusing it would starve the task.
+    """
+    if now + work <= deadline:
+        return None
+    message = (
+        f"late run: {work} of work from {now.isoformat()} does not fit before the deadline "
+        f"{deadline.isoformat()}; running at once"
+    )
+    log.warning("%s", message)
+    return message
 
 
 def on_deadline_reached(policy: OnDeadline, message: str, log: WarningLog) -> None:

@@ -23,7 +23,6 @@ from carbon_operators.policy import (
     on_deadline_reached,
     on_outage,
     parse_choice,
-    require_future_deadline,
 )
 from carbon_operators.target import CarbonTarget, resolve_target
 from carbon_operators.triggers import DEADLINE, ERROR, GREEN, CarbonIntensityTrigger, adopt_replay_of
@@ -138,9 +137,6 @@ class CarbonIntensitySensor(BaseSensorOperator):
 
     def execute(self, context: Context) -> Any:
         target, threshold = self._resolve(context)
-        if self._is_first_try(context):
-            with failing_bad_input(self.task_id):
-                require_future_deadline(target.deadline, target.clock.now(), timedelta(0), "the wait")
         if not self.deferrable:
             return super().execute(context)
         first = self.poke(context)
@@ -158,11 +154,6 @@ class CarbonIntensitySensor(BaseSensorOperator):
             method_name="execute_complete",
             timeout=min(timedelta(seconds=self.timeout), deferral_timeout(wall_deadline)),
         )
-
-    def _is_first_try(self, context: Context) -> bool:
-        """False on a reschedule-mode re-poke, whose deadline may rightly have passed by now."""
-        ti = context.get("ti")
-        return not (self.reschedule and ti is not None and ti.get_first_reschedule_date(context) is not None)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume from the trigger: green -> done; deadline -> deadline policy; error -> outage policy."""

@@ -19,9 +19,9 @@ from carbon_operators.policy import (
     OnOutage,
     deferral_timeout,
     failing_bad_input,
+    late_run,
     on_outage,
     parse_choice,
-    require_future_deadline,
 )
 from carbon_operators.target import CarbonTarget, resolve_target
 from carbon_operators.triggers import ResumeAtTrigger, adopt_replay_of
@@ -105,8 +105,9 @@ class CarbonWindowOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         target, duration = self._setting(context)
-        with failing_bad_input(self.task_id):
-            require_future_deadline(target.deadline, target.clock.now(), duration, "duration")
+        late = late_run(target.deadline, target.clock.now(), duration, self.log)
+        if late is not None:
+            return self._released(target, {"zone": target.zone, "fallback": True, "reason": late}, replans=0)
         return self._hold_or_release(target, self._plan(target, duration), replans=0)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
