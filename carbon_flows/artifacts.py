@@ -30,6 +30,7 @@ from prefect.context import FlowRunContext
 from carbon_sensors import charts
 from carbon_sensors.emissions import read_jsonl
 from carbon_sensors.errors import InvalidInputError
+from carbon_sensors.redact import redact, redact_value
 from carbon_sensors.units import duration_scale, energy_scale, mass_scale, rounded, significant
 
 _KEY = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
@@ -98,7 +99,7 @@ def _cell(value: Any) -> str:
         return ", ".join(f"{k}: {_cell(v)}" for k, v in value.items()) or "–"
     if isinstance(value, list | tuple):
         return ", ".join(_cell(v) for v in value) or "–"
-    return str(value).replace("|", "\\|")
+    return redact(str(value)).replace("|", "\\|")
 
 
 def chart_markdown(png: bytes, alt: str) -> str:
@@ -210,7 +211,8 @@ def epoch_table(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 def publish_epoch_table(rows: Sequence[Mapping[str, Any]], *, key: str, description: str) -> UUID:
     """One row per epoch, as `epoch_table` shows it."""
-    return _created(create_table_artifact(epoch_table(rows), key=check_key(key), description=description))
+    table = redact_value(epoch_table(rows))
+    return _created(create_table_artifact(table, key=check_key(key), description=description))
 
 
 class LiveProgress:

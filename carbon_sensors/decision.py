@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import pandas as pd
 
 from carbon_sensors.errors import InvalidInputError
+from carbon_sensors.redact import redact
 from carbon_sensors.timeutil import require_utc
 
 
@@ -34,6 +35,7 @@ class Decision:
     fallback: bool = False
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", redact(self.reason))  # reaches logs, XCom and artifacts
         if self.action is Action.RUN and self.until is not None:
             raise InvalidInputError("a 'run' decision has no 'until' time")
         if self.action is not Action.RUN:

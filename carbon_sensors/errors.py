@@ -1,10 +1,21 @@
-"""Typed errors: every failure a user can hit has its own class and a message naming the bad value."""
+"""Typed errors: every failure a user can hit has its own class and a message naming the bad value.
+
+Every message is redacted when the error is made (`carbon_sensors.redact`): whatever quotes an error (logs,
+XCom, artifacts, the UI plugin) never carries a credential from it.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+from carbon_sensors.redact import redact
+
 
 class CarbonAwareError(Exception):
-    """Base class of every error this package raises on purpose."""
+    """Base class of every error this package raises on purpose; its text arguments are redacted."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
 
 class InvalidInputError(CarbonAwareError, ValueError):

@@ -14,6 +14,8 @@ from typing import Any
 
 import pandas as pd
 
+from carbon_sensors.redact import redact
+
 MAX_INTENSITY = 100_000.0
 """gCO2eq/kWh. Real grids stay below about 1,500 (coal); a larger number is a broken payload, and it keeps
 the planner's integrals (value x nanoseconds) far from float overflow."""
@@ -46,6 +48,8 @@ def intensity_problem(value: float) -> str | None:
 def short_repr(value: Any) -> str:
     """A repr short enough for an error message, safe on huge or deeply nested input."""
     try:
-        return _SHORT.repr(value)
+        # A string is redacted before reprlib cuts it; inside containers, the cut pieces are still caught
+        # afterwards (a credential is masked by its cut-off start or end, too).
+        return redact(_SHORT.repr(redact(value) if isinstance(value, str) else value))
     except (ValueError, RecursionError, MemoryError):  # e.g. an int beyond Python's str digit limit
         return f"<{type(value).__name__} too large to show>"

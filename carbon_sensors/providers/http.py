@@ -27,6 +27,7 @@ import httpx
 import pandas as pd
 import requests
 
+from carbon_sensors.redact import redact, remember
 from carbon_sensors.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,7 @@ class Secret:
 
     def __init__(self, value: str) -> None:
         self._value = value
+        remember(value)  # masked in every text redacted from now on, even when cut short
 
     def reveal(self) -> str:
         return self._value
@@ -70,6 +72,9 @@ class Request:
     params: tuple[tuple[str, str], ...] = ()
     headers: Mapping[str, str | Secret] = field(default_factory=dict)
     basic_auth: tuple[str, Secret] | None = None
+
+    def __post_init__(self) -> None:
+        redact(self.url)  # remembers a `user:password@` password, so an excerpt of the URL is masked too
 
     def plain_headers(self) -> dict[str, str]:
         """Headers with secrets revealed: for transports only, right before sending."""
@@ -111,7 +116,7 @@ class TransportFailure(Exception):
     """The request could not be completed at all (connection refused, DNS, timeout), after retries."""
 
     def __init__(self, request: Request, cause: str, attempts: int) -> None:
-        super().__init__(f"{request.method} {request.url}: {cause} (after {attempts} attempts)")
+        super().__init__(redact(f"{request.method} {request.url}: {cause} (after {attempts} attempts)"))
         self.request = request
         self.cause = cause
         self.attempts = attempts
