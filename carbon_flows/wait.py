@@ -36,7 +36,7 @@ from carbon_sensors.timeutil import parse_duration, parse_utc, utcnow
 from carbon_sensors.worth import DEFAULT_MIN_SAVINGS, check_min_savings, not_worth_holding
 
 DEADLINE_TAG = "carbon-aware:deadline:"
-OnNoData = Literal["run", "fail"]
+OnOutage = Literal["open", "closed"]  # the outage option of every operator and flow
 # A planned start this close to now is now: the planner works in float nanoseconds, so a plan that starts
 # "now" can come back a few hundred nanoseconds later, and a wait that short is not a wait.
 START_TOLERANCE = pd.Timedelta(seconds=1)
@@ -106,7 +106,7 @@ def await_low_carbon(
     max_intensity: float | None = None,
     max_in_process_wait: str | timedelta = "5min",
     reschedule: bool = True,
-    on_no_data: OnNoData = "run",
+    on_outage: OnOutage = "open",
     min_savings: float = DEFAULT_MIN_SAVINGS,
     sleep: Callable[[float], None] = time.sleep,
 ) -> WindowOutcome:
@@ -115,11 +115,14 @@ def await_low_carbon(
     `deadline` is a finish-by time (aware datetime or ISO string); `within` is the same as a span from now
     (default 24 h). `max_intensity` lets a grid at or below that value (gCO2eq/kWh) run at once; otherwise
     the best window from the forecast is awaited, if it saves at least `min_savings` percent against running
-    now (default 5, see `carbon_sensors.worth`); a smaller saving runs now and says so.
+    now (default 5, see `carbon_sensors.worth`); a smaller saving runs now and says so. Without carbon data,
+    `on_outage="open"` runs now (logged, a reported fallback) and "closed" raises, as on the Airflow operators.
     """
     log = run_logger()
-    if on_no_data not in ("run", "fail"):
-        raise InvalidInputError(f"on_no_data={on_no_data!r} is not valid; use 'run' or 'fail'")
+    if on_outage not in ("open", "closed"):
+        raise InvalidInputError(
+            f"on_outage={on_outage!r} is not valid; use 'open' (run now) or 'closed' (fail)"
+        )
     check_min_savings(min_savings)
     work = parse_duration(duration, "duration")
     in_process_limit = timedelta(0) if max_in_process_wait in (0, "0") else _limit(max_in_process_wait)
@@ -148,9 +151,9 @@ def await_low_carbon(
         forecast = assemble_forecast(intensity_source, zone, now, finish_by - now)
         plan = plan_window(forecast, duration=work, deadline=finish_by, earliest_start=now)
     except CarbonAwareError as exc:
-        if isinstance(exc, BAD_SETUP) or on_no_data == "fail":
+        if isinstance(exc, BAD_SETUP) or on_outage == "closed":
             raise
-        log.warning("carbon data unavailable for %s: %s; on_no_data='run': running now", zone, exc)
+        log.warning("carbon data unavailable for %s: %s; on_outage='open': running now", zone, exc)
         return outcome(
             f"no carbon data ({exc}); fallback: run now", fallback=True, intensity_now=intensity_now
         )

@@ -210,7 +210,7 @@ def test_no_data_falls_back_visibly_or_fails_if_asked() -> None:
     outcome = await_low_carbon("DE", within="12h", source=replayed(beyond))
     assert outcome.action == "run" and outcome.fallback and "fallback: run now" in outcome.reason
     with pytest.raises(NoDataError):
-        await_low_carbon("DE", within="12h", source=replayed(beyond), on_no_data="fail")
+        await_low_carbon("DE", within="12h", source=replayed(beyond), on_outage="closed")
 
 
 def test_a_window_saving_less_than_min_savings_runs_now_and_says_why() -> None:
