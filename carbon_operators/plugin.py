@@ -26,7 +26,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from carbon_operators import plugin_source
+from carbon_operators import plugin_source, views
 from carbon_operators.links import PAGE_PATH
 from carbon_sensors.errors import (
     CarbonAwareError,
@@ -97,6 +97,10 @@ async def _bad_query(request: Request, exc: RequestValidationError) -> JSONRespo
     return JSONResponse({"error": "InvalidInputError", "detail": detail}, status_code=400)
 
 
+# The runs view and a run's page (carbon_operators.views): XCom behind the DAG's own access check.
+app.include_router(views.router)
+
+
 @app.get("/api/forecast")
 async def forecast(
     source: Source, zone: Zone = DEFAULT_ZONE, hours: float = 24.0, start: Start = None
@@ -126,14 +130,18 @@ async def plan(
 async def page(
     source: Source, zone: Zone = DEFAULT_ZONE, hours: float = 24.0, start: Start = None
 ) -> HTMLResponse:
-    """A self-contained page: the latest reading and the forecast table (no scripts, no external assets)."""
+    """A self-contained page: the latest reading, the chart (history, forecast, now) and the forecast table
+    (no scripts, no external assets). From an explicit `start`, the table alone."""
     try:
         reading = None if start else await plugin_source.latest(source, zone)
         signal = await _forecast(source, zone, start, hours)
+        chart = ""
+        if not start:
+            chart = await views.intensity_figure(source, zone, hours, None, f"{zone}: carbon intensity")
     except CarbonAwareError as exc:
         body = f'<p class="error">{type(exc).__name__}: {html.escape(str(exc))}</p>'
         return HTMLResponse(render_page(zone, body), status_code=status_of(exc))
-    return HTMLResponse(render_page(zone, _reading_html(reading) + _forecast_html(signal)))
+    return HTMLResponse(render_page(zone, _reading_html(reading) + chart + _forecast_html(signal)))
 
 
 def _reading_html(reading: IntensityReading | None) -> str:
@@ -163,16 +171,11 @@ def _number(value: Any) -> str:
 def render_page(zone: str, body: str) -> str:
     """The whole page around `body`; `zone` is escaped here, `body` must already be."""
     safe_zone = html.escape(zone, quote=True)
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>Carbon intensity: {safe_zone}</title>"
-        "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:.2em .6em;text-align:right}.error{color:#b00}</style>"
-        f"</head><body><h1>Carbon intensity: {safe_zone}</h1>"
-        f'<form method="get"><label>Zone <input name="zone" value="{safe_zone}"></label> '
+    form = (
+        f'<form method="get" action="./"><label>Zone <input name="zone" value="{safe_zone}"></label> '
         "<button>Show</button></form>"
-        f"{body}</body></html>"
     )
+    return views.page(f"Carbon intensity: {zone}", form + body)
 
 
 class CarbonPlugin(AirflowPlugin):
@@ -190,5 +193,17 @@ class CarbonPlugin(AirflowPlugin):
             "destination": "nav",
             "category": "browse",
             "url_route": "carbon-intensity",
-        }
+        },
+        {  # a tab on each DAG and on each task: the runs view
+            "name": "Carbon runs",
+            "href": f"{PAGE_PATH}{views.RUNS_PATH}?dag_id={{DAG_ID}}",
+            "destination": "dag",
+            "url_route": "carbon-runs",
+        },
+        {
+            "name": "Carbon runs",
+            "href": f"{PAGE_PATH}{views.RUNS_PATH}?dag_id={{DAG_ID}}&task_id={{TASK_ID}}",
+            "destination": "task",
+            "url_route": "carbon-task-runs",
+        },
     ]

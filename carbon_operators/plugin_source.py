@@ -71,6 +71,17 @@ async def forecast_until(
     return await _ask(source, ("forecast", zone, None, tier), lambda: source.aforecast(zone, None, tier))
 
 
+async def recent(source: IntensitySource, zone: str, end: pd.Timestamp, hours: float) -> IntensitySignal:
+    """The recorded periods of the `hours` before `end` (floored to the hour), asked as the covering tier."""
+    if not 0 < hours <= MAX_HOURS:
+        raise InvalidInputError(f"hours={hours} must be more than 0 and at most {MAX_HOURS:g}")
+    stop, tier = end.floor(HOUR), _tier(pd.Timedelta(hours=hours), "hours")
+    signal = await _ask(
+        source, ("history", zone, stop, tier), lambda: source.ahistory(zone, stop - tier, stop)
+    )
+    return signal.between(stop - pd.Timedelta(hours=hours), stop)
+
+
 def _tier(needed: pd.Timedelta, what: str) -> timedelta:
     for hours in HORIZON_TIERS:
         if needed <= pd.Timedelta(hours=hours):

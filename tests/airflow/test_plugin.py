@@ -75,9 +75,12 @@ def replayed_trace() -> TraceProvider:
 def test_plugin_serves_the_app_under_carbon_and_adds_a_browse_view() -> None:
     assert CarbonPlugin.name == "carbon_aware_trainer"
     assert CarbonPlugin.fastapi_apps == [{"app": app, "url_prefix": "/carbon", "name": "Carbon intensity"}]
-    [view] = CarbonPlugin.external_views
-    checked = ExternalViewResponse.model_validate(view)  # Airflow 3.3.2's own schema for the nav entry
-    assert (checked.category, checked.destination, checked.href) == ("browse", "nav", "/carbon/")
+    nav, dag_tab, task_tab = (  # Airflow 3.3.2's own schema for the entries
+        ExternalViewResponse.model_validate(view) for view in CarbonPlugin.external_views
+    )
+    assert (nav.category, nav.destination, nav.href) == ("browse", "nav", "/carbon/")
+    assert (dag_tab.destination, dag_tab.href) == ("dag", "/carbon/runs?dag_id={DAG_ID}")
+    assert (task_tab.destination, task_tab.href) == ("task", "/carbon/runs?dag_id={DAG_ID}&task_id={TASK_ID}")
 
 
 @pytest.mark.parametrize("path", ["/", "/api/forecast", "/api/plan?deadline=2023-06-02T00:00Z"])
@@ -233,15 +236,16 @@ def test_every_carbon_operator_links_to_its_zone_page() -> None:
     for op in carbon_operators():
         [link] = op.operator_extra_links
         assert isinstance(link, CarbonIntensityLink) and link.name == "Carbon intensity"
-        assert link.get_link(op, ti_key=_ti_key(op)) == "/carbon/?zone=DE"
+        run_page = f"/carbon/run?zone=DE&dag_id=d&run_id=r&task_id={op.task_id}"
+        assert link.get_link(op, ti_key=_ti_key(op)) == run_page
 
 
 @pytest.mark.parametrize(
     ("zone", "url"),
     [
-        ("GB", "/carbon/?zone=GB"),
-        (" US-CAL-CISO , DE", "/carbon/?zone=US-CAL-CISO"),
-        ("A&B=C", "/carbon/?zone=A%26B%3DC"),
+        ("GB", "/carbon/run?zone=GB&dag_id=d&run_id=r&task_id=green"),
+        (" US-CAL-CISO , DE", "/carbon/run?zone=US-CAL-CISO&dag_id=d&run_id=r&task_id=green"),
+        ("A&B=C", "/carbon/run?zone=A%26B%3DC&dag_id=d&run_id=r&task_id=green"),
         (None, "/carbon/"),
         ("", "/carbon/"),
     ],
@@ -296,5 +300,9 @@ def test_airflow_discovers_the_plugin_through_the_installed_entry_point(tmp_path
     plugins: list[dict[str, Any]] = json.loads(done.stdout)
     [ours] = [p for p in plugins if p["name"] == "carbon_aware_trainer"]
     assert [a["url_prefix"] for a in ours["fastapi_apps"]] == ["/carbon"]
-    assert [v["href"] for v in ours["external_views"]] == ["/carbon/"]
+    assert [v["href"] for v in ours["external_views"]] == [
+        "/carbon/",
+        "/carbon/runs?dag_id={DAG_ID}",
+        "/carbon/runs?dag_id={DAG_ID}&task_id={TASK_ID}",
+    ]
     assert "import error" not in done.stderr.lower()
