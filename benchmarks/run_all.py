@@ -18,9 +18,18 @@ RESULTS = HERE / "results"
 RUNS = {
     "backtest-2023": ["backtest.py"],
     "backtest-2023-forecast-mape-0.10": ["backtest.py", "--forecast-mape", "0.10"],
+    "backtest-neso-issues-2023-03": [
+        "backtest.py",
+        "--forecast-issues",
+        "../shared/data/neso-fw48h-2023-sample/neso_fw48h_issues_2023-03.csv",
+        "--trace",
+        "../shared/data/neso-carbon-intensity-gb/neso_2023_national_intensity.csv",
+    ],
+    "backtest-heldout-2020": ["backtest.py", "--held-out"],
     "overhead": ["overhead.py"],
     "triggers": ["triggers.py"],
     "provider_cache": ["provider_cache.py"],
+    "imports": ["imports.py"],
 }
 
 

@@ -25,7 +25,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from carbon_sensors.errors import InvalidInputError, NoDataError
-from carbon_sensors.forecast.base import HourlyHistory, target_matrix
+from carbon_sensors.forecast.base import HOUR, HourlyHistory, target_matrix
 from carbon_sensors.forecast.combine import (
     ERROR_WINDOW_H,
     HorizonErrors,
@@ -36,7 +36,7 @@ from carbon_sensors.forecast.combine import (
 from carbon_sensors.forecast.issues import newest_issue_matrix
 from carbon_sensors.forecast.model import CalendarLagForecaster
 from carbon_sensors.forecast.naive import SeasonalNaive
-from carbon_sensors.forecast.noise import NOISE_CALIBRATION, correlated_provider
+from carbon_sensors.forecast.noise import NOISE_CALIBRATION, correlated_provider, measure_issue_errors
 from carbon_sensors.signal import IntensitySignal
 
 KINDS = ("contiguous", "interruptible")
@@ -44,6 +44,7 @@ DURATIONS_H = (1, 3, 6)
 SLACKS_H = (6, 12, 24)
 WARMUP_H = 28 * 24  # submissions start after the first 28 days
 REFIT_H = 28 * 24  # our model is refitted every four weeks on everything before
+TRAIN_H: int | None = None  # hours of history each refit sees (None: all before)
 HORIZON_H = 48
 BUCKETS = ((1, 6), (7, 24), (25, 48))
 THRESHOLD_PERCENTILE = 25.0
@@ -211,7 +212,8 @@ def rolling_model(actual: HourlyHistory, until: int | None = None) -> np.ndarray
     out = np.full((len(values), HORIZON_H), np.nan)
     model = CalendarLagForecaster(max_horizon=HORIZON_H)
     for fit_at in range(WARMUP_H, len(values) if until is None else until, REFIT_H):
-        model.fit_array(replace(actual, values=values[:fit_at]))
+        first = 0 if TRAIN_H is None else max(0, fit_at - TRAIN_H)
+        model.fit_array(replace(actual, start=actual.start + first * HOUR, values=values[first:fit_at]))
         issue = np.arange(fit_at, min(len(values), fit_at + REFIT_H))
         out[issue] = model.predict_array(values, issue, actual.start)
     return out
@@ -490,12 +492,19 @@ def backtest_trace(trace: Trace, config: BacktestConfig) -> dict[str, Any]:
         issues=trace.issues,
         rows=rows,
     )
+    extra: dict[str, Any] = {}
+    if trace.issues is not None:
+        truth = pd.Series(
+            actual.values, index=pd.date_range(actual.start, periods=len(actual.values), freq="h")
+        )
+        extra["provider_issue_errors"] = measure_issue_errors(trace.issues, truth)
     return {
         "zone": actual.zone,
         "source": actual.source,
         "kind": actual.kind.value,
         "hours": len(actual.values),
         "hours_interpolated": actual.filled,
+        **extra,
         "submissions": [
             str(actual.start + first * pd.Timedelta(hours=1)),
             str(actual.start + int(jobs.submit.max()) * pd.Timedelta(hours=1)),

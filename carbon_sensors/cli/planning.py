@@ -155,8 +155,8 @@ def run_backtest_command(args: argparse.Namespace) -> int:
     for policy, kinds in report["mean"].items():
         row: dict[str, Any] = {"policy": f"{policy} (shipped)" if policy == SHIPPED else policy}
         for kind, short in (("contiguous", "whole"), ("interruptible", "interr")):
-            row[f"{short}_oracle_fraction"] = kinds[kind]["oracle_fraction"]
-            row[f"{short}_savings_pct"] = kinds[kind]["savings_pct"]
+            row[f"{short}_oracle_fraction"] = f"{kinds[kind]['oracle_fraction']:.3f}"
+            row[f"{short}_savings_pct"] = f"{kinds[kind]['savings_pct']:.2f}"
         rows.append(row)
     print(f"# mean over {len(traces)} trace(s); forecast: {report['config']['forecast']}")
     print_table(rows, list(rows[0]))

@@ -119,6 +119,6 @@ def measure_issue_errors(issues: pd.DataFrame, actual: pd.Series) -> dict[str, A
     }
 
 
-def _ns(times: object) -> np.ndarray:
+def _ns(times: pd.Series | pd.Index) -> np.ndarray:
     """Nanoseconds since the epoch (pandas may parse times at a coarser unit)."""
     return np.asarray(pd.DatetimeIndex(times).as_unit("ns").asi8)

@@ -171,7 +171,7 @@ class TraceProvider:
             raise NoDataError(f"{zone}: no recorded forecast issue at or before {moment.isoformat()}")
         newest = issued[issued["issued_at"] == issued["issued_at"].max()]
         hour = moment.floor("h")
-        ahead = newest[(newest["target"] >= hour) & (newest["target"] < moment + horizon)]
+        ahead = newest[(newest["target"] >= hour) & (newest["target"] < hour + horizon)]
         if ahead.empty:
             raise NoDataError(
                 f"{zone}: the recorded issue of {newest['issued_at'].iloc[0]} ends before {moment}"

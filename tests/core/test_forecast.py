@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,7 +15,7 @@ from carbon_sensors.forecast import CalendarLagForecaster, SeasonalNaive, assemb
 from carbon_sensors.forecast.base import target_matrix
 from carbon_sensors.forecast.combine import HorizonErrors, blend, blend_weights, recent_errors
 from carbon_sensors.providers.trace import TraceProvider
-from carbon_sensors.signal import make_signal
+from carbon_sensors.signal import IntensitySignal, make_signal
 
 T = pd.Timestamp
 START = T("2023-03-01T00:00Z")
@@ -90,9 +93,13 @@ def test_bad_inputs_are_refused() -> None:
 class _WithForecast(TraceProvider):
     """The embedded trace, with a provider forecast of the next 10 hours that is the actual + 5."""
 
-    provides_forecast = True
+    @property
+    def provides_forecast(self) -> bool:
+        return True
 
-    def forecast(self, zone: str, start: object = None, horizon: object = None) -> object:
+    def forecast(
+        self, zone: str, start: datetime | None = None, horizon: timedelta = timedelta(hours=24)
+    ) -> IntensitySignal:
         future = self.signal(zone).between(START, START + pd.Timedelta(hours=10))
         return make_signal(future.values + 5.0, zone=zone, source="provider")
 
@@ -126,3 +133,18 @@ def test_recent_errors_only_use_targets_before_now() -> None:
     forecast[60:] += 50.0  # bad issues after hour 60
     assert np.all(recent_errors(forecast, values, 60, 24).mse == 0.0)
     assert np.all(recent_errors(forecast, values, 70, 24).mse > 0.0)
+
+
+def test_trace_replays_recorded_issues_as_they_were_issued() -> None:
+    issues = Path(__file__).parents[1] / "fixtures" / "neso_fw48h_issues_sample.csv"
+    source = TraceProvider(dataset="neso-2023", forecast_issues=issues)
+    at = T("2023-03-14T06:10Z")
+    issued = source.forecast("GB", at, pd.Timedelta(hours=12))
+    assert issued.source == "recorded provider issue of 2023-03-14T03:31:00+00:00"
+    assert issued.start == T("2023-03-14T06:00Z") and len(issued) == 12
+    with pytest.raises(NoDataError, match="no recorded forecast issue"):
+        source.forecast("GB", T("2023-03-14T03:00Z"), pd.Timedelta(hours=6))  # before the first issue
+    blended = assemble_forecast(source, "GB", at, pd.Timedelta(hours=40))
+    assert "blend of recorded provider issue" in blended.source and len(blended) == 40
+    with pytest.raises(InvalidInputError, match="forecast='wishful'"):
+        TraceProvider(forecast="wishful")  # type: ignore[arg-type]
