@@ -57,6 +57,8 @@ REPORT_ROWS: tuple[tuple[str, str, str], ...] = (
     ("finished_at", "Finished", "UTC"),
     ("intervals", "Measured intervals", ""),
     ("fallbacks", "Fallbacks", ""),
+    ("attempts", "Attempts", ""),
+    ("crashed_attempts", "Crashed attempts", ""),
 )
 _SCALES = {"kWh": energy_scale, "gCO2eq": mass_scale, "s": duration_scale}
 

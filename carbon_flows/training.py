@@ -19,6 +19,7 @@ import pandas as pd
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
+from prefect.context import FlowRunContext
 from prefect.utilities.importtools import import_object
 
 from carbon_flows import events
@@ -35,11 +36,13 @@ from carbon_flows.artifacts import (
 from carbon_flows.jobs import require_allowed_job
 from carbon_flows.rescheduling import current_deployment_run, reschedule_current_run, rescheduled_state
 from carbon_flows.sources import SourceSpec, clock_of, resolve_source
+from carbon_flows.storage import CheckpointStore
 from carbon_flows.wait import BAD_SETUP, resolve_deadline, run_logger, wait_for_low_carbon
 from carbon_sensors import strategies
 from carbon_sensors.decision import Strategy
 from carbon_sensors.emissions import read_jsonl
 from carbon_sensors.errors import CarbonAwareError, InvalidInputError
+from carbon_sensors.paths import run_key
 from carbon_sensors.providers.base import IntensitySource
 from carbon_sensors.timeutil import parse_duration, parse_utc, utcnow
 
@@ -268,6 +271,8 @@ def train_carbon_aware(
     expected_duration: str | None = None,
     resume_overhead: str = PREFECT_RESUME_OVERHEAD,
     on_outage: str | None = None,
+    checkpoint_every_steps: int | None = None,
+    checkpoint_every: str | None = "5min",
     sleep: Callable[[float], None] = time.sleep,
 ) -> TrainingOutcome:
     """Train `job` carbon-aware in `zone`; pauses wait in-process or reschedule the deployment (see module).
@@ -278,6 +283,12 @@ def train_carbon_aware(
     minus an upper estimate of the work minus `resume_overhead` (wall time a rescheduled run needs to start);
     `expected_duration` sizes a job whose data loader has no len(). `on_outage`: 'open' trains without carbon
     data, 'closed' pauses (bounded by max_pause and the deadline); a built-in strategy's option.
+
+    Checkpoints go to `<checkpoint_dir>/<flow name>/<training id>` (the first flow run's id, handed on to
+    the runs it reschedules), a local folder or object storage (`s3://bucket/prefix`, via fsspec), every
+    `checkpoint_every` ('5min'; None: only at pauses, stops and the end) and/or `checkpoint_every_steps`.
+    Every attempt starts from the newest checkpoint there: a flow retry or a rerun of a crashed run resumes
+    where the last periodic checkpoint left off. Cancelling the run (SIGTERM) checkpoints first.
     """
     log = run_logger()
     training = build_job(job)
@@ -300,12 +311,18 @@ def train_carbon_aware(
         description=f"Carbon-aware training in {zone}",
     )
 
+    store = CheckpointStore(checkpoint_dir, _run_key())
+    every = None if checkpoint_every is None else parse_duration(checkpoint_every, "checkpoint_every")
+
     def attempt(checkpoint: str | None) -> TrainingResult:
         from carbon_sensors.training import TrainingRunner  # torch: only where a flow trains
 
         runner = TrainingRunner(
             training,
-            checkpoint_dir=checkpoint_dir,
+            checkpoint_dir=store.local_dir,
+            checkpoint_every_steps=checkpoint_every_steps,
+            checkpoint_every=every,
+            on_checkpoint=store.on_checkpoint,
             strategy=chosen,
             zone=zone,
             intensity_source=intensity_source,
@@ -316,8 +333,14 @@ def train_carbon_aware(
             expected_duration=work,
             resume_overhead=overhead,
         )
+        start = store.resume_point(checkpoint)
         with _ProgressReporter(runner, progress, progress_every_seconds):
-            return runner.run(resume_from=checkpoint)
+            result = runner.run(resume_from=start)
+        if result.started_at_step:
+            log.info("resumed from the checkpoint at step %d", result.started_at_step)
+        if result.checkpoint_path is not None:
+            result.checkpoint_path = store.published(result.checkpoint_path)
+        return result
 
     result = attempt(resume_from)
     resumes = 0
@@ -352,6 +375,15 @@ def train_carbon_aware(
     return outcome
 
 
+def _run_key() -> str:
+    """`<flow name>/<training id>` inside a flow run (its retries and reruns share it); outside one, ""."""
+    ctx = FlowRunContext.get()
+    lineage = training_id()
+    if ctx is None or ctx.flow_run is None or lineage is None:
+        return ""
+    return run_key(flow=ctx.flow.name if ctx.flow is not None else "flow", training=lineage)
+
+
 @flow(name="carbon-aware-training")
 def carbon_aware_training(
     job: str,
@@ -375,6 +407,8 @@ def carbon_aware_training(
     on_outage: Literal["open", "closed"] | None = None,
     resume_overhead: str = PREFECT_RESUME_OVERHEAD,
     allowed_jobs: list[str] | None = None,
+    checkpoint_every_steps: int | None = None,
+    checkpoint_every: str | None = "5min",
 ) -> dict[str, Any] | State[Any]:
     """Wait for a window for `expected_duration` (if given, on a fresh start), then train carbon-aware.
 
@@ -424,5 +458,7 @@ def carbon_aware_training(
         expected_duration=expected_duration,
         on_outage=on_outage,
         resume_overhead=resume_overhead,
+        checkpoint_every_steps=checkpoint_every_steps,
+        checkpoint_every=checkpoint_every,
     )
     return outcome.final_state() if outcome.rescheduled else outcome.to_dict()

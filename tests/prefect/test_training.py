@@ -221,7 +221,7 @@ def test_long_pause_in_a_deployment_reschedules_with_the_checkpoint(tmp_path: Pa
         (scheduled,) = [r for r in runs if r.deployment_id == deployment_id and r.id != flow_run.id]
 
     checkpoint = scheduled.parameters["resume_from"]
-    assert Path(checkpoint).is_file() and Path(checkpoint).parent == tmp_path
+    assert Path(checkpoint).is_file() and Path(checkpoint).parents[2] == tmp_path  # <flow>/<training id>/
     assert scheduled.parameters["deadline"] == pd.Timestamp(DEADLINE).isoformat()
     assert scheduled.state is not None and scheduled.state.is_scheduled()
     # 3 trace hours at 60x: the resume is scheduled about 3 wall minutes out
@@ -273,7 +273,7 @@ def test_threshold_deployment_pauses_reschedules_and_resumes_to_the_same_paramet
         ]
         assert second.state is not None and second.state.is_scheduled()
         resume = second.parameters
-        assert Path(resume["resume_from"]).parent == tmp_path / "paused"
+        assert Path(resume["resume_from"]).parents[2] == tmp_path / "paused"  # <flow>/<training id>/
         assert resume["deadline"] == pd.Timestamp(DEADLINE).isoformat()
         paused_since = pd.Timestamp(resume["paused_since"])  # the strategy's max-pause clock travels along
         assert NIGHT <= paused_since < pd.Timestamp("2023-06-02T07:00Z")
