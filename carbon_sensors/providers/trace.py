@@ -12,6 +12,7 @@ forecast wherever it shows.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -196,4 +197,5 @@ class TraceProvider:
     async def aforecast(
         self, zone: str, start: datetime | None = None, horizon: timedelta = timedelta(hours=24)
     ) -> IntensitySignal:
-        return self.forecast(zone, start, horizon)
+        """`forecast` in a worker thread: fitting our model takes a few hundred ms, too long for an event loop."""
+        return await asyncio.to_thread(self.forecast, zone, start, horizon)
