@@ -1,7 +1,7 @@
 """The product's forecast: the provider's forecast and our own model, blended per horizon.
 
-One place builds the forecast every live path plans on (the `plan` CLI, `ForecastWindowStrategy`, the Airflow
-window, the Prefect wait, the UI page) and the backtest scores: `assemble_forecast` for a source, or
+One place builds the forecast the live paths plan on (the `plan` CLI, `ForecastWindowStrategy`, the Airflow
+window, the Prefect wait; under replay also the trace source's own forecast) and the backtest scores: `assemble_forecast` for a source, or
 `blend` + `blend_weights` on arrays. Why a blend: on real NESO issues our model is better for the next hour or
 two (it starts from the latest actual) and the provider is better beyond, and the two errors are only weakly
 correlated, so an inverse-variance blend per horizon beats both (LESSONS: 0.84 of the oracle vs 0.79/0.72).
@@ -9,6 +9,9 @@ correlated, so an inverse-variance blend per horizon beats both (LESSONS: 0.84 o
 Weights come from measured errors: our model's are measured on the history the product fetched anyway (the
 model fitted on all but the last week forecasts that week); the provider's come from a prior calibrated on
 real NESO issues (MAPE 12% at 1 h rising to 16% from 6 h on), scaled to the level of the recent history.
+Measured and left out (benchmarks/results/backtest-*.json): provider weights learnt from its own past issues
+(a local issue archive) did worse on real issues than the prior, so no archive is kept; a bias
+correction is not applied (a near-uniform bias does not change which window is cheapest).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ def test_plan_json_finishes_by_the_deadline(capsys: pytest.CaptureFixture[str]) 
     assert main(args) == 0
     plan = json.loads(capsys.readouterr().out)
     assert pd.Timestamp(plan["end"]) <= pd.Timestamp("2023-06-02T06:00Z") and not plan["fallback"]
+    assert plan["forecast_source"].startswith("calendar-lag-ridge")  # assemble_forecast: no foresight
     assert main([*args, "--interruptible", "--min-chunk", "2h"]) == 0
     slots = json.loads(capsys.readouterr().out)["slots"]
     assert all(pd.Timestamp(b) - pd.Timestamp(a) >= pd.Timedelta(hours=2) for a, b in slots)
