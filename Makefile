@@ -11,7 +11,7 @@ setup: $(AF)/.installed $(PF)/.installed
 # Rebuilt only when pyproject.toml changes; `pip install -e` makes code edits visible without a rebuild.
 $(AF)/.installed: pyproject.toml
 	test -x $(AF)/bin/python || $(PYTHON) -m venv $(AF)
-	$(AF)/bin/pip install -q --disable-pip-version-check -e ".[airflow,airflow-celery,torch,dev]"
+	$(AF)/bin/pip install -q --disable-pip-version-check -e ".[airflow,airflow-celery,airflow-fab,torch,dev]"
 	touch $@
 
 $(PF)/.installed: pyproject.toml

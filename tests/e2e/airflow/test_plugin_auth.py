@@ -7,19 +7,13 @@ cookie Airflow's login page sets) gets the page and the JSON; many distinct `hou
 calls; and an upstream that hangs for 30 s does not starve the api-server. The api-server is stopped by its
 process group, then by PID.
 
-The FAB auth manager is not installed in this environment (`apache-airflow-providers-fab` is not a
-dependency), so only the simple auth manager runs here; the plugin uses Airflow's own
-`requires_access_view` dependency, which works the same for every auth manager.
+The same check under the FAB auth manager: test_plugin_auth_fab.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -30,29 +24,21 @@ from pathlib import Path
 
 import httpx
 import pandas as pd
-import psutil
 import pytest
+from plugin_api_server import PLUGIN_ROUTES, airflow_env, login
+from plugin_api_server import served as api_server
 from uk_replay import UKReplayServer
 
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
 USER, PASSWORD = "carbon-viewer", "carbon-viewer-password-e2e"
-ROUTES = ["/carbon/", "/carbon/api/forecast?zone=GB", "/carbon/api/plan?zone=GB&deadline=2030-01-01T00:00Z"]
 
 
 @dataclass
 class Served:
     base: str
     upstream: UKReplayServer
-    process: subprocess.Popen[bytes]
-    log: Path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -60,89 +46,25 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     home = tmp_path_factory.mktemp("plugin-auth-home")
     (home / "passwords.json").write_text(json.dumps({USER: PASSWORD}), encoding="utf-8")
     upstream = UKReplayServer().start()
-    port = free_port()
-    env = {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USER}:viewer",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
-        "AIRFLOW__API_AUTH__JWT_SECRET": "carbon-plugin-auth-e2e-jwt-secret-not-for-production-0123456789abcdef",
-        "AIRFLOW__API__SECRET_KEY": "carbon-plugin-auth-e2e-secret-key-not-for-production",
-        "CARBON_AWARE_PROVIDER": "uk",
-        "CARBON_AWARE_UK_URL": upstream.url,
-        "PYTHONWARNINGS": "ignore",
-    }
-    subprocess.run(
-        [str(BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True, timeout=300
+    env = airflow_env(
+        home,
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="False",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=f"{USER}:viewer",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(home / "passwords.json"),
+        CARBON_AWARE_PROVIDER="uk",
+        CARBON_AWARE_UK_URL=upstream.url,
     )
-    log = home / "api-server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                str(BIN / "airflow"),
-                "api-server",
-                "--port",
-                str(port),
-                "--host",
-                "127.0.0.1",
-                "--workers",
-                "1",
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
     try:
-        base = f"http://127.0.0.1:{port}"
-        _wait_until_up(base, process, log)
-        yield Served(base, upstream, process, log)
+        with api_server(home, env) as base:
+            yield Served(base, upstream)
     finally:
-        survivors = _stop(process)
         upstream.stop()
-        assert survivors == [], f"api-server processes still alive: {survivors}"
-
-
-def _wait_until_up(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"api-server exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{base}/api/v2/monitor/health", timeout=2).status_code == 200:
-                return
-        time.sleep(0.5)
-    raise AssertionError(f"api-server not up after 120 s:\n{log.read_text()[-3000:]}")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> list[int]:
-    """SIGTERM the process group, then SIGKILL it and every child seen; returns PIDs still alive."""
-    try:
-        pids = {process.pid, *(c.pid for c in psutil.Process(process.pid).children(recursive=True))}
-    except psutil.NoSuchProcess:
-        pids = {process.pid}
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=5)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait(timeout=10)
-    for pid in pids:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            psutil.Process(pid).kill()
-    time.sleep(0.3)
-    return [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
 
 
 def session(served: Served) -> httpx.Client:
     """A browser-like session: log in as Airflow's login page does and keep the `_token` cookie."""
-    login = httpx.post(f"{served.base}/auth/token", json={"username": USER, "password": PASSWORD}, timeout=30)
-    assert login.status_code == 201, login.text
-    return httpx.Client(base_url=served.base, cookies={"_token": login.json()["access_token"]}, timeout=30)
+    token = login(served.base, USER, PASSWORD)
+    return httpx.Client(base_url=served.base, cookies={"_token": token}, timeout=30)
 
 
 def forecasts_with_distinct_hours(client: httpx.Client, count: int) -> list[int]:
@@ -160,7 +82,7 @@ def test_anonymous_callers_get_401_on_every_route_and_cost_no_upstream_call(serv
     before = served.upstream.calls
     with httpx.Client(base_url=served.base, timeout=30) as anonymous:
         assert anonymous.get("/api/v2/dags").status_code == 401  # the core API, for comparison
-        for route in ROUTES:
+        for route in PLUGIN_ROUTES:
             response = anonymous.get(route)
             assert response.status_code == 401, (route, response.text)
             assert response.json() == {"detail": "Not authenticated"}
@@ -187,7 +109,7 @@ def test_a_logged_in_session_gets_the_page_the_json_and_the_nav_entry(served: Se
         # embeds (href) opens with the same session.
         plugins = browser.get("/api/v2/plugins").json()["plugins"]
         [ours] = [p for p in plugins if p["name"] == "carbon_aware_trainer"]
-        [view] = ours["external_views"]
+        [view] = [v for v in ours["external_views"] if v["destination"] == "nav"]
         assert view["destination"] == "nav" and view["url_route"] == "carbon-intensity"
         assert view["href"] == "/carbon/"
         shell = browser.get(f"/plugin/{view['url_route']}")
