@@ -16,6 +16,7 @@ same rule. Everything here is grid time (see `carbon_sensors.replay.GridClock`).
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,8 +33,10 @@ from carbon_sensors.timeutil import parse_utc
 log = logging.getLogger(__name__)
 
 RECENT_STEPS = 64  # how many recent step times the estimate looks at
-UPPER_QUANTILE = 0.9  # the upper estimate per step: this quantile of recent steps ...
-UPPER_FACTOR = 1.1  # ... and at least this factor over the median (and over an expected_duration)
+UPPER_FACTOR = (
+    1.1  # the upper estimate is at least this factor over the median (and over an expected_duration)
+)
+UPPER_SIGMAS = 2.0  # ... plus this many standard deviations of the sum of the steps left
 # Wall time from "resume now" to the first resumed step on an orchestrator: scheduler latency, worker
 # pick-up (15-36 s measured on Celery), a DAG re-parse per wake, process start and checkpoint load.
 ORCHESTRATOR_RESUME_OVERHEAD = timedelta(minutes=2)
@@ -82,11 +85,17 @@ class StepTimes:
         samples = self._samples()
         return float(np.median(samples)) if samples else None
 
-    def upper(self) -> float | None:
-        samples = self._samples()
-        if not samples:
+    def upper(self, steps: int) -> float | None:
+        """An upper estimate for `steps` more steps: the mean step (slow outliers count in a sum), never below
+        1.1 x the median, times `steps`, plus two standard deviations of a sum of `steps` independent steps.
+
+        Not a high quantile per step: over many steps the noise averages out, and a per-step quantile on a
+        loaded machine doubled the estimate and made the guard run at once."""
+        samples = np.asarray(self._samples(), dtype=float)
+        if not samples.size:
             return None
-        return max(float(np.quantile(samples, UPPER_QUANTILE)), UPPER_FACTOR * float(np.median(samples)))
+        per_step = max(float(samples.mean()), UPPER_FACTOR * float(np.median(samples)))
+        return steps * per_step + UPPER_SIGMAS * float(samples.std()) * math.sqrt(steps)
 
     def to_list(self) -> list[float]:
         return list(self._recent)
@@ -131,12 +140,14 @@ def estimate_work(
     worked: timedelta,
 ) -> WorkEstimate:
     """Remaining work from the steps left x measured step times, else from `expected_duration - worked`."""
-    expected, upper = step_times.expected(), step_times.upper()
-    if steps_left is not None and expected is not None and upper is not None:
+    expected = step_times.expected()
+    if steps_left is not None and expected is not None:
         left = max(0, steps_left)
+        upper = step_times.upper(left)
+        assert upper is not None  # samples exist when expected does
         return WorkEstimate(
             timedelta(seconds=left * expected),
-            timedelta(seconds=left * upper),
+            timedelta(seconds=upper),
             f"{left} steps left at {expected:.3g} s per step (median of recent steps)",
         )
     if expected_duration is not None:

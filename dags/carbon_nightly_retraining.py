@@ -31,6 +31,9 @@ ZONE = os.environ.get("CARBON_AWARE_ZONE", "DE")
 CONN_ID = os.environ.get("CARBON_AWARE_CONN_ID") or None  # None: embedded traces
 # Seconds between polls and decisions; short only when replaying a day in a minute.
 POLL_SECONDS = float(os.environ.get("CARBON_AWARE_POLL_SECONDS", "300"))
+# Wall time a resumed task needs to start again (scheduler, worker pick-up, DAG parse), kept free before the
+# deadline; `airflow dags test` runs deferrals in line, so the replay demo sets it to a second.
+RESUME_OVERHEAD = os.environ.get("CARBON_AWARE_RESUME_OVERHEAD", "2min")
 CHECKPOINTS = os.environ.get("CARBON_AWARE_CHECKPOINT_DIR") or None  # None: a per-run temp folder
 EPOCHS = int(os.environ.get("CARBON_AWARE_EPOCHS", "20"))
 # How long after the run's data interval end the sensor may hold before running anyway.
@@ -110,6 +113,7 @@ with DAG(
         checkpoint_dir=CHECKPOINTS,
         deadline_allowance=timedelta(days=3),
         decision_refresh_seconds=min(POLL_SECONDS, 30.0),
+        resume_overhead=RESUME_OVERHEAD,
     )
 
     @task

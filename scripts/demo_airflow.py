@@ -65,6 +65,7 @@ def demo_env(home: Path) -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "CARBON_AWARE_POLL_SECONDS": "0.5",
         "CARBON_AWARE_EPOCHS": "30",
+        "CARBON_AWARE_RESUME_OVERHEAD": "1s",  # dags test runs deferrals in line: no scheduler latency
         "CARBON_AWARE_WAIT_HOURS": "36",
         "CARBON_AWARE_CHECKPOINT_DIR": str(home / "checkpoints"),
         **Replay(pd.Timestamp(TRACE_START), wall_start, SPEED).to_env(),

@@ -33,6 +33,7 @@ def test_nightly_retraining_holds_trains_pauses_resumes_and_reports(
         {
             "CARBON_AWARE_POLL_SECONDS": "0.5",
             "CARBON_AWARE_EPOCHS": "30",
+            "CARBON_AWARE_RESUME_OVERHEAD": "1s",  # dags test runs deferrals in line
             "CARBON_AWARE_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
         },
     )
