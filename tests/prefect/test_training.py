@@ -251,9 +251,10 @@ def test_threshold_deployment_pauses_reschedules_and_resumes_to_the_same_paramet
 ) -> None:
     """The example training flow as a deployment, with the real ThresholdStrategy on real replayed DE data.
 
-    Dirty at the start: the first run trains one step, pauses by checkpoint for 8 grid hours (a 4 s wall wait
-    at 7200x, longer than `max_in_process_pause`) and schedules the next run; that run resumes from the
-    checkpoint in the clean morning and completes with the same parameters as an uninterrupted run.
+    Dirty at the start: the first run trains two steps (a warm-up and a timed one), pauses by checkpoint for
+    8 grid hours (a 4 s wall wait at 7200x, longer than `max_in_process_pause`) and schedules the next run;
+    that run resumes from the checkpoint in the clean morning and completes with the same parameters as an
+    uninterrupted run.
     """
     deployment_id = deploy(carbon_aware_training, "carbon-threshold-test", {"job": JOB})  # the allowed job
     params = {
@@ -283,7 +284,7 @@ def test_threshold_deployment_pauses_reschedules_and_resumes_to_the_same_paramet
         assert clock is not None  # resumes when the 8 h pause ends (the strategy's recheck)
         assert abs(clock.trace_time(wall_start) - (paused_since + timedelta(hours=8))) < timedelta(minutes=1)
         first_report = str(artifacts_of(first.id)["threshold-report"].data)
-        assert "- **status**: rescheduled" in first_report and "- **steps done**: 1" in first_report
+        assert "- **status**: rescheduled" in first_report and "- **steps done**: 2" in first_report
         assert "intensity" in first_report and "above 250" in first_report
 
         while pd.Timestamp(datetime.now(UTC)) < wall_start:
