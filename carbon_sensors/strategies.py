@@ -22,7 +22,7 @@ import pandas as pd
 
 from carbon_sensors.decision import Decision, Strategy
 from carbon_sensors.errors import CarbonAwareError, InvalidInputError, NoDataError
-from carbon_sensors.forecast.combine import assemble_forecast
+from carbon_sensors.forecast.combine import ModelPerHour, assemble_forecast
 from carbon_sensors.options import Option, Schema, boolean, choice, duration, number, parse_options
 from carbon_sensors.planner import plan_slots
 from carbon_sensors.providers.base import IntensitySource
@@ -227,9 +227,12 @@ class AdaptiveStrategy(_Base):
 class ForecastWindowStrategy(_Base):
     """Follow the cheapest interruptible plan to the deadline, re-planned on every call as actuals arrive.
 
-    The forecast is the source's own where it has one, our model (fitted on `history_days` of the source's
-    history) beyond its horizon or when it has none. A pause that saves less than `min_savings` percent
-    against running on now is not taken (`carbon_sensors.worth`).
+    The forecast is the product's blend (`carbon_sensors.forecast.combine.assemble_forecast`): the source's
+    own forecast (unless `use_source_forecast` is false) and our model fitted on `history_days` of the
+    source's history, weighted per hour ahead by their measured errors; our model alone beyond the source's
+    horizon or when it has none. The provider forecast is asked on every call; the model is fitted once per
+    hour of `now` and reused by this instance's later calls in that hour. A pause that saves less than
+    `min_savings` percent against running on now is not taken (`carbon_sensors.worth`).
     """
 
     def __init__(
@@ -251,6 +254,7 @@ class ForecastWindowStrategy(_Base):
         self.history = pd.Timedelta(days=history_days)
         self.horizon = pd.Timedelta(horizon)
         self.use_source_forecast = use_source_forecast
+        self._model = ModelPerHour()
 
     def forecast(self, now: pd.Timestamp) -> IntensitySignal:
         """The product's forecast (provider and our model blended per horizon) from the hour containing `now`."""
@@ -261,6 +265,7 @@ class ForecastWindowStrategy(_Base):
             self.horizon,
             history=self.history,
             use_provider=self.use_source_forecast,
+            fit=self._model,
         )
 
     def _decide(self, now: pd.Timestamp, work: pd.Timedelta, latest: pd.Timestamp | None) -> Decision:

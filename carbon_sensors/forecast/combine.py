@@ -17,6 +17,7 @@ correction is not applied (a near-uniform bias does not change which window is c
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -127,6 +128,7 @@ def assemble_forecast(
     *,
     history: timedelta = timedelta(days=28),
     use_provider: bool = True,
+    fit: Fit | None = None,
 ) -> IntensitySignal:
     """The product's forecast for `zone` from the hour containing `start`: provider and our model, blended.
 
@@ -135,6 +137,7 @@ def assemble_forecast(
     and said in the signal's source); with neither, the source's own error is raised, as are errors no retry
     fixes (unknown zone, bad credentials, bad input). A source whose forecast is exact by
     construction (`forecast_is_exact`: a replay of the recorded future, asked for by name) is not blended.
+    `fit` fits our model (default `fit_model`); a caller deciding often passes a `ModelPerHour` to reuse a fit.
     """
     begin = require_utc(start, "start").floor("h")
     hours = max(1, int(np.ceil(pd.Timedelta(horizon) / HOUR)))
@@ -151,7 +154,7 @@ def assemble_forecast(
         return provider
     try:
         past = source.history(zone, begin - pd.Timedelta(history), begin)
-        ours = fit_model(past, begin, hours)
+        ours = (fit or fit_model)(past, begin, hours)
     except PERMANENT_ERRORS:
         raise
     except SOURCE_ERRORS as exc:
@@ -196,6 +199,24 @@ def fit_model(past: IntensitySignal, begin: pd.Timestamp, hours: int) -> ModelFo
     model.fit_array(hist)
     forecast = model.predict_array(values, np.array([len(values)]), hist.start)[0, :hours]
     return ModelForecast(hist, forecast, errors, f"{model.name} on {hist.source}")
+
+
+Fit = Callable[[IntensitySignal, pd.Timestamp, int], ModelForecast]
+
+
+class ModelPerHour:
+    """`fit_model` at most once per (zone, issue hour, hours ahead): the fit costs about 0.25 s, and a strategy
+    re-planned on every poke asks many times an hour. Only the latest fit is kept (issue hours only move on),
+    and within its hour history that arrives later is not refitted on."""
+
+    def __init__(self) -> None:
+        self._latest: tuple[tuple[str, pd.Timestamp, int], ModelForecast] | None = None
+
+    def __call__(self, past: IntensitySignal, begin: pd.Timestamp, hours: int) -> ModelForecast:
+        key = (past.zone, begin, hours)
+        if self._latest is None or self._latest[0] != key:
+            self._latest = (key, fit_model(past, begin, hours))
+        return self._latest[1]
 
 
 def _pad_to(hist: HourlyHistory, begin: pd.Timestamp) -> HourlyHistory:
