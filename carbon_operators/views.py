@@ -47,6 +47,7 @@ HISTORY_HOURS = 24.0
 DagId = Annotated[str, Query(min_length=1, max_length=250, description="the DAG whose runs to chart")]
 TaskId = Annotated[str | None, Query(max_length=250, description="only this task of the DAG")]
 RunId = Annotated[str, Query(min_length=1, max_length=250, description="the DAG run")]
+Zone = Annotated[str, Query(min_length=1, max_length=64, description="grid zone, e.g. DE")]
 Limit = Annotated[int, Query(ge=1, le=MAX_RUNS, description="how many of the latest DAG runs")]
 
 router = APIRouter(dependencies=[Depends(requires_access_dag("GET", DagAccessEntity.XCOM))])
@@ -73,9 +74,10 @@ class TrainingRun:
     url: str
 
     def point(self) -> charts.RunPoint:
-        label = self.run_id if self.map_index < 0 else f"{self.run_id}[{self.map_index}]"
+        """The run's bars, labelled by when it ran (run ids are long) and which task (and map index) trained."""
+        task = self.task_id if self.map_index < 0 else f"{self.task_id}[{self.map_index}]"
         return charts.RunPoint(
-            label=label,
+            label=f"{pd.Timestamp(self.run_after):%Y-%m-%d %H:%M:%S}\n{task}",
             emissions_g=self.emissions_g,
             avoided_g=self.avoided_g,
             energy_kwh=self.energy_kwh,
@@ -208,7 +210,7 @@ def runs_page(session: SessionDep, dag_id: DagId, task_id: TaskId = None, limit:
 
 @router.get(f"/{RUN_PATH}", response_class=HTMLResponse)
 async def run_page(
-    session: SessionDep, dag_id: DagId, run_id: RunId, zone: str, task_id: TaskId = None, hours: float = 24.0
+    session: SessionDep, dag_id: DagId, run_id: RunId, zone: Zone, task_id: TaskId = None, hours: float = 24.0
 ) -> HTMLResponse:
     """The zone's history and forecast, with the window and threshold of one run's carbon-aware tasks."""
     from carbon_operators.plugin import (  # the app around this router

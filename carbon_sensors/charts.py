@@ -5,21 +5,27 @@ Three pictures, shared by the Airflow page, the Prefect artifacts and the CLI:
 - `forecast_chart`: a zone's recent history and forecast with its prediction interval, "now", the chosen
   window(s) of a plan and a sensor's threshold;
 - `run_chart`: one training run's intensity over time with its paused spans shaded, and energy per epoch;
-- `runs_chart`: recent runs side by side: emissions, avoided emissions, energy and pauses.
+- `runs_chart`: recent runs side by side: emissions, avoided emissions, energy and pauses;
+- `savings_chart`: a backtest's mean savings per policy (the CLI's `backtest --plot`).
 
-matplotlib is imported inside the functions (Agg backend, no display): importing this module, and so any
-operator or flow module that uses it, stays cheap for a DAG parse. The output is self-contained: no fonts,
-scripts or images are fetched when it is shown.
+matplotlib is imported inside the functions, and only its object API (no pyplot: no display, no global
+state, so an api-server may draw in threads side by side): importing this module, and so any operator or
+flow module that uses it, stays cheap for a DAG parse. The output is self-contained: text is drawn as
+outlines, and no font, script or image is fetched when it is shown.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
 
 from carbon_sensors.errors import InvalidInputError
 from carbon_sensors.signal import UNIT, IntensitySignal
@@ -37,6 +43,7 @@ Window = tuple[datetime, datetime]
 # Colours people read the same way everywhere: green for the chosen window, grey for pauses.
 _WINDOW, _PAUSE, _THRESHOLD, _NOW = "tab:green", "0.6", "tab:red", "0.2"
 _RECORDED, _FORECAST = "0.3", "tab:blue"
+_GAP = timedelta(seconds=1)  # intervals or pauses further apart than this are drawn apart
 # The SVG preamble an HTML page must not carry inline (XML prolog, DTD, RDF metadata, namespaces).
 _SVG_PREAMBLE = re.compile(
     r"<\?xml[^>]*\?>\s*|<!DOCTYPE[^>]*>\s*|<metadata>.*?</metadata>\s*|\s+xmlns(?::\w+)?=\"[^\"]*\"", re.S
@@ -80,8 +87,8 @@ def forecast_chart(
     """History (solid) then forecast (dashed) with its interval, "now", the plan's window(s), the threshold."""
     if history is not None:
         forecast.require_compatible(history)
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(10, 4.5), layout="constrained")
+    fig = _figure(10, 4.5)
+    ax = fig.subplots()
     if history is not None and len(history):
         ax.stairs(
             history.values.to_numpy(), _edges(history), baseline=None, color=_RECORDED,
@@ -121,14 +128,14 @@ def run_chart(
     """Top: the intensity of each measured interval, paused spans shaded. Bottom: energy per epoch."""
     if not ledger.intervals:
         raise InvalidInputError("run_chart needs a ledger with at least one measured interval")
-    plt = _pyplot()
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), height_ratios=(3, 2), layout="constrained")
-    times = [i.start for i in ledger.intervals] + [ledger.intervals[-1].end]
-    values = [i.intensity for i in ledger.intervals]
-    top.stairs(values, times, baseline=None, linewidth=2, label="while training")
-    for n, pause in enumerate(ledger.pauses):
-        end = pause.end or pause.until or ledger.intervals[-1].end
-        top.axvspan(pause.start, end, color=_PAUSE, alpha=0.35, label="paused" if n == 0 else None)  # type: ignore[arg-type]
+    fig = _figure(10, 6)
+    top, bottom = fig.subplots(2, 1, height_ratios=(3, 2))
+    edges, values = _measured(ledger)
+    top.stairs(values, edges, baseline=None, linewidth=2, color=_FORECAST, label="while training")
+    middles = [i.start + (i.end - i.start) / 2 for i in ledger.intervals]
+    top.plot(middles, [i.intensity for i in ledger.intervals], "o", markersize=3, color=_FORECAST)
+    for n, (begin, end) in enumerate(_paused_spans(ledger)):
+        top.axvspan(begin, end, color=_PAUSE, alpha=0.35, linewidth=0, label="paused" if n == 0 else None)  # type: ignore[arg-type]
     kind = ledger.intervals[0].kind
     top.set_ylabel(f"{kind} intensity ({UNIT})")
     top.set_xlabel("time (UTC)")
@@ -148,8 +155,8 @@ def runs_chart(runs: Sequence[RunPoint], *, title: str = "Recent runs", fmt: For
     """Per run (oldest left): emissions and avoided emissions, energy, and pauses with their hours."""
     if not runs:
         raise InvalidInputError("runs_chart needs at least one run")
-    plt = _pyplot()
-    fig, (grams, energy, pauses) = plt.subplots(3, 1, figsize=(10, 7), sharex=True, layout="constrained")
+    fig = _figure(10, 7)
+    grams, energy, pauses = fig.subplots(3, 1, sharex=True)
     x = list(range(len(runs)))
     g_factor, g_unit = mass_scale(max(max(abs(r.emissions_g), abs(r.avoided_g)) for r in runs))
     grams.bar([i - 0.2 for i in x], [r.emissions_g * g_factor for r in runs], 0.4, label="emitted")
@@ -165,8 +172,9 @@ def runs_chart(runs: Sequence[RunPoint], *, title: str = "Recent runs", fmt: For
     bars = pauses.bar(x, [r.pauses for r in runs], color=_PAUSE)
     pauses.bar_label(bars, [f"{r.paused_seconds / 3600:.1f} h" for r in runs], fontsize="small")
     pauses.set_ylabel("pauses")
+    pauses.set_ylim(0, max(r.pauses for r in runs) * 1.25 + 0.5)  # room for the hours above the bars
     pauses.yaxis.get_major_locator().set_params(integer=True)
-    pauses.set_xticks(x, [r.label for r in runs], rotation=20, ha="right", fontsize="small")
+    pauses.set_xticks(x, [r.label for r in runs], fontsize="small")
     for ax in (grams, energy, pauses):
         ax.grid(alpha=0.3, axis="y")
     return _render(fig, fmt)
@@ -176,8 +184,8 @@ def savings_chart(report: dict[str, Any], *, fmt: Format = "png") -> bytes:
     """A backtest's mean savings (%) per policy, jobs run whole vs interruptible (`run_backtest`'s report)."""
     mean: dict[str, dict[str, dict[str, float]]] = report["mean"]
     policies = list(mean)
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4), layout="constrained")
+    fig = _figure(8, 4)
+    ax = fig.subplots()
     x = list(range(len(policies)))
     for offset, kind in ((-0.2, "contiguous"), (0.2, "interruptible")):
         bars = ax.bar(
@@ -199,31 +207,53 @@ def inline_svg(svg: bytes) -> str:
     return _SVG_PREAMBLE.sub("", svg.decode("utf-8")).strip()
 
 
-def _edges(signal: IntensitySignal) -> list[datetime]:
+def _measured(ledger: EmissionsLedger) -> tuple[np.ndarray[Any, np.dtype[np.datetime64]], list[float]]:
+    """Stair edges and values of the measured intervals, with a gap (NaN) wherever nothing was measured."""
+    edges: list[datetime] = [ledger.intervals[0].start]
+    values: list[float] = []
+    for interval in ledger.intervals:
+        if interval.start - edges[-1] > _GAP:
+            edges.append(interval.start)
+            values.append(math.nan)
+        edges.append(interval.end)
+        values.append(interval.intensity)
+    return _utc_array(edges), values
+
+
+def _paused_spans(ledger: EmissionsLedger) -> list[tuple[datetime, datetime]]:
+    """The pauses as spans, touching ones merged (a recheck that stays paused starts the next one at once)."""
+    spans: list[tuple[datetime, datetime]] = []
+    for pause in ledger.pauses:
+        end = pause.end or pause.until or ledger.intervals[-1].end
+        if spans and pause.start - spans[-1][1] <= _GAP:
+            spans[-1] = (spans[-1][0], max(end, spans[-1][1]))
+        else:
+            spans.append((pause.start, end))
+    return spans
+
+
+def _edges(signal: IntensitySignal) -> np.ndarray[Any, np.dtype[np.datetime64]]:
     """Period boundaries: each value holds from its start to the next period's, the last one included."""
     starts = list(signal.values.index)
-    return [*starts, starts[-1] + signal.resolution]
+    return _utc_array([*starts, starts[-1] + signal.resolution])
 
 
-def _pyplot() -> Any:
-    import matplotlib
+def _utc_array(moments: Sequence[datetime]) -> np.ndarray[Any, np.dtype[np.datetime64]]:
+    """UTC moments as numpy datetimes, which matplotlib's date axis takes (and its type stubs accept)."""
+    return pd.DatetimeIndex(list(moments)).tz_convert("UTC").tz_localize(None).to_numpy()
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    return plt
+def _figure(width: float, height: float) -> Figure:
+    """A figure of its own, not pyplot's: no global state, so requests may draw in threads side by side."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
 
 
 def _render(fig: Figure, fmt: Format) -> bytes:
     if fmt not in FORMATS:
         raise InvalidInputError(f"chart format {fmt!r} is not valid; use one of {list(FORMATS)}")
-    import matplotlib.pyplot as plt
-
     out = io.BytesIO()
-    # Text as text (no glyph outlines) keeps SVGs small and searchable; no date keeps output reproducible.
-    with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "carbon-aware"}):
-        fig.savefig(
-            out, format=fmt, dpi=100, bbox_inches="tight", metadata={"Date": None} if fmt == "svg" else None
-        )
-    plt.close(fig)
+    # No creation date: the same data gives the same bytes.
+    fig.savefig(out, format=fmt, dpi=100, metadata={"Date": None} if fmt == "svg" else None)
     return out.getvalue()
