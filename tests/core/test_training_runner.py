@@ -36,7 +36,8 @@ def test_deadline_guard_clamps_a_pause_then_overrides_it(tmp_path: Path, monitor
     clock.now = latest
     second = TrainingRunner(build_job(1), **kw).run(resume_from=tmp_path)  # type: ignore[arg-type]
     assert second.status == "completed" and second.steps_done == 24
-    assert second.decision is not None and second.decision.reason.startswith("deadline guard: 0:24:00 of work left")
+    assert second.decision is not None
+    assert second.decision.reason.startswith("deadline guard: 0:24:00 of work left")
     assert "running now to the end" in second.decision.reason
     assert any(f.startswith("strategy fallback: grid is dirty") for f in second.report.fallbacks)
 
