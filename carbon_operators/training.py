@@ -20,7 +20,7 @@ from carbon_operators.links import CarbonIntensityLink
 from carbon_operators.policy import PERMANENT_ERRORS, deferral_timeout, failing_bad_input
 from carbon_operators.storage import CheckpointStore
 from carbon_operators.target import CarbonTarget, resolve_target
-from carbon_operators.triggers import ResumeAtTrigger
+from carbon_operators.triggers import ResumeAtTrigger, adopt_replay_of
 from carbon_sensors import strategies
 from carbon_sensors.deadline import ORCHESTRATOR_RESUME_OVERHEAD, DeadlineGuard, WorkEstimate
 from carbon_sensors.decision import Action, Strategy
@@ -154,6 +154,7 @@ class CarbonAwareTrainingOperator(BaseOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Woken after a pause: ask the guarded strategy first (cheap); still held -> defer again, else resume."""
+        adopt_replay_of(event)  # the deferring process's replay clock, not a fresh one
         try:
             paused = _Pause(**(event or {})["state"])
             work = WorkEstimate.from_dict(paused.work)
