@@ -6,8 +6,9 @@ session cookie or a bearer token, then "may this user see the UI at all"). Anony
 any handler or upstream call runs, under every auth manager (simple, FAB, ...).
 
 The source is the one the CLI uses: `$CARBON_AWARE_PROVIDER` (credentials from the environment) or the
-embedded real traces, replayed as live when `CARBON_AWARE_REPLAY_*` is set. Handlers are async and ask the
-source through `plugin_source` (normalised questions, shared and negatively cached calls, bounded
+embedded real traces, replayed as live when `CARBON_AWARE_REPLAY_*` is set. Forecasts and plans are the
+operators' own (the provider's forecast and our model blended, `plugin_forecast`). Handlers are async and
+ask the source through `plugin_source` (normalised questions, shared and negatively cached calls, bounded
 concurrency). Every failure is answered with its typed error's message (which never holds a secret) and an
 HTTP status saying whose fault it was.
 """
@@ -28,6 +29,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from carbon_operators import plugin_source, views
 from carbon_operators.links import PAGE_PATH
+from carbon_operators.plugin_forecast import product_forecast
 from carbon_sensors.errors import (
     CarbonAwareError,
     InvalidInputError,
@@ -75,8 +77,8 @@ def status_of(error: CarbonAwareError) -> int:
 
 
 async def _forecast(source: IntensitySource, zone: str, start: str | None, hours: float) -> IntensitySignal:
-    begin = parse_utc(start, "start") if start else None
-    return await plugin_source.forecast(source, zone, begin, hours)
+    begin = parse_utc(start, "start") if start else GridClock.from_env().now()
+    return await product_forecast(source, zone, begin, hours)
 
 
 app = FastAPI(
@@ -105,7 +107,8 @@ app.include_router(views.router)
 async def forecast(
     source: Source, zone: Zone = DEFAULT_ZONE, hours: float = 24.0, start: Start = None
 ) -> Any:
-    """The source's forecast for `zone` over the next `hours` (IntensitySignal.to_dict())."""
+    """The forecast the operators plan on (provider and our model blended, `plugin_forecast`) for `zone`,
+    hourly from the hour containing `start` (default: now) for `hours` (IntensitySignal.to_dict())."""
     return (await _forecast(source, zone, start, hours)).to_dict()
 
 
@@ -122,7 +125,11 @@ async def plan(
     now = GridClock.from_env().now()
     if end <= now:
         raise InvalidInputError(f"deadline={end.isoformat()} is not after now ({now.isoformat()})")
-    signal = await plugin_source.forecast_until(source, zone, now, end)
+    if end - now > pd.Timedelta(hours=plugin_source.MAX_HOURS):
+        raise InvalidInputError(
+            f"deadline={end.isoformat()} is more than {plugin_source.MAX_HOURS:g} h after now ({now.isoformat()})"
+        )
+    signal = await product_forecast(source, zone, now, (end - now) / pd.Timedelta(hours=1))
     return plan_window(signal, duration=length, deadline=end, earliest_start=now).to_dict()
 
 

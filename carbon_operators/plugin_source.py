@@ -63,14 +63,6 @@ async def forecast(
     return signal.between(anchor, anchor + signal.resolution * math.ceil(length / signal.resolution))
 
 
-async def forecast_until(
-    source: IntensitySource, zone: str, now: pd.Timestamp, end: pd.Timestamp
-) -> IntensitySignal:
-    """A forecast from now that reaches `end` (the covering tier; the planner ignores what lies beyond)."""
-    tier = _tier(end - now, "deadline")
-    return await _ask(source, ("forecast", zone, None, tier), lambda: source.aforecast(zone, None, tier))
-
-
 async def recent(source: IntensitySource, zone: str, end: pd.Timestamp, hours: float) -> IntensitySignal:
     """The recorded periods of the `hours` before `end` (floored to the hour), asked as the covering tier."""
     if not 0 < hours <= MAX_HOURS:
@@ -80,6 +72,18 @@ async def recent(source: IntensitySource, zone: str, end: pd.Timestamp, hours: f
         source, ("history", zone, stop, tier), lambda: source.ahistory(zone, stop - tier, stop)
     )
     return signal.between(stop - pd.Timedelta(hours=hours), stop)
+
+
+async def model_history(
+    source: IntensitySource, zone: str, end: pd.Timestamp, span: timedelta
+) -> IntensitySignal:
+    """The `span` before `end` (floored to the hour) that our model is fitted on: one question per zone and hour.
+
+    `span` is the product's fixed model history, not a caller's value, so it needs no tier.
+    """
+    stop = end.floor(HOUR)
+    start = stop - pd.Timedelta(span)
+    return await _ask(source, ("history", zone, stop, span), lambda: source.ahistory(zone, start, stop))
 
 
 def _tier(needed: pd.Timedelta, what: str) -> timedelta:

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 
 from carbon_operators import plugin_source
 from carbon_operators.links import RUN_PAGE
+from carbon_operators.plugin_forecast import product_forecast
 from carbon_sensors import charts
 from carbon_sensors.errors import CarbonAwareError
 from carbon_sensors.providers.base import IntensitySource
@@ -247,7 +248,7 @@ async def intensity_figure(
 
     History is best-effort (a source may keep none): without it the chart shows the forecast alone.
     """
-    forecast = await plugin_source.forecast(source, zone, None, hours)
+    forecast = await product_forecast(source, zone, GridClock.from_env().now(), hours)  # the operators' own
     try:
         history: IntensitySignal | None = await plugin_source.recent(
             source, zone, forecast.start, HISTORY_HOURS

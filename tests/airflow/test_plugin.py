@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tomllib
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from carbon_operators.plugin import PROVIDER_ENV, REQUIRE_LOGIN, CarbonPlugin, a
 from carbon_operators.sensors import CarbonIntensitySensor
 from carbon_operators.training import CarbonAwareTrainingOperator
 from carbon_operators.window import CarbonWindowOperator
+from carbon_sensors.forecast.combine import assemble_forecast
 from carbon_sensors.planner import plan_window
 from carbon_sensors.providers.cache import shared_cache
 from carbon_sensors.providers.trace import TraceProvider
@@ -106,7 +108,8 @@ def test_page_shows_the_latest_reading_and_a_24h_table(client: TestClient, repla
     latest = replayed_trace().latest("DE")
     assert f"<strong>{latest.value:.1f}</strong>" in text
     rows = re.findall(r"<tr><td>([^<]+)</td><td>([^<]+)</td></tr>", text)
-    expected = replayed_trace().forecast("DE", None, timedelta(hours=24)).values
+    source = replayed_trace()
+    expected = assemble_forecast(source, "DE", source.now(), timedelta(hours=24)).values
     assert [(ts, float(v)) for ts, v in rows] == [
         (pd.Timestamp(str(t)).isoformat(), round(v, 1)) for t, v in expected.items()
     ]
@@ -122,13 +125,16 @@ def test_page_defaults_to_de_and_escapes_the_zone(client: TestClient, replay_at:
     assert "<img" not in response.text and "&lt;img onerror=x&gt;" in response.text
 
 
-def test_forecast_endpoint_is_the_sources_signal(client: TestClient, replay_at: ReplayAt) -> None:
+def test_forecast_endpoint_is_what_the_operators_plan_on(client: TestClient, replay_at: ReplayAt) -> None:
     replay_at(TRACE_NOW)
     response = client.get("/api/forecast", params={"zone": "GB", "hours": 6})
     assert response.status_code == 200
     body = response.json()
-    assert body == replayed_trace().forecast("GB", None, timedelta(hours=6)).to_dict()
+    source = replayed_trace()
+    operators = assemble_forecast(source, "GB", source.now(), timedelta(hours=6))  # as the window operator
+    assert body == replace(operators, replay=True).to_dict()
     assert body["zone"] == "GB" and body["replay"] is True and len(body["data"]) == 6
+    assert body["source"] == operators.source and "calendar-lag" in body["source"]
 
 
 def test_forecast_at_an_explicit_start_needs_no_replay(client: TestClient) -> None:
@@ -151,7 +157,7 @@ def test_plan_endpoint_is_the_planners_window(client: TestClient, replay_at: Rep
     source = replayed_trace()
     now = source.now()
     expected = plan_window(
-        source.forecast("DE", None, parse_utc(deadline) - now),
+        assemble_forecast(source, "DE", now, parse_utc(deadline) - now),
         duration=timedelta(hours=3),
         deadline=parse_utc(deadline),
         earliest_start=now,

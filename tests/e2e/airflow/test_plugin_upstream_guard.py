@@ -46,14 +46,19 @@ def test_distinct_hours_and_deadlines_share_one_upstream_call(uk: UKReplayServer
         hours = 0.3 + i * 0.37  # 0.3 .. 22.1 h, every value different
         response = client.get("/api/forecast", params={"zone": "GB", "hours": hours})
         assert response.status_code == 200, response.text
-        assert len(response.json()["data"]) == math.ceil(hours / 0.5)  # NESO periods are half-hours
-    assert uk.calls == 1
+        assert len(response.json()["data"]) == math.ceil(hours)  # the blend is hourly
+        if i == 0:
+            history_calls = uk.calls_to["history"]  # our model's 28 days (NESO serves 14 a call)
+            assert response.json()["source"].startswith("blend of uk"), "NESO's forecast and our model"
+    assert uk.calls_to["forecast"] == 1
+    assert uk.calls_to["history"] == history_calls, "the model's history is one question per hour"
     now = pd.Timestamp.now("UTC")
     for deadline in [(now + pd.Timedelta(hours=2 + i * 0.61)).isoformat() for i in range(20)]:
         assert client.get(
             "/api/plan", params={"zone": "GB", "deadline": deadline, "duration": "1h"}
         ).is_success
-    assert uk.calls == 1, "plans up to 24 h ahead ask the same 24 h forecast"
+    assert uk.calls_to["forecast"] == 1, "plans up to 24 h ahead ask the same 24 h forecast"
+    assert uk.calls_to["history"] == history_calls
 
 
 def test_a_failed_upstream_call_is_remembered_briefly(
@@ -82,7 +87,7 @@ def test_concurrent_upstream_calls_are_bounded(monkeypatch: pytest.MonkeyPatch) 
     finally:
         slow.stop()
     assert statuses == [200] * 12
-    assert slow.calls == 12 and slow.most_in_flight == plugin_source.MAX_UPSTREAM
+    assert slow.calls_to["forecast"] == 12 and slow.most_in_flight == plugin_source.MAX_UPSTREAM
 
 
 def test_a_question_that_cannot_start_soon_is_refused_not_queued(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -95,8 +100,8 @@ def test_a_question_that_cannot_start_soon_is_refused_not_queued(monkeypatch: py
         statuses = asyncio.run(_ask_all(starts))
     finally:
         slow.stop()
-    assert sorted(statuses) == [200] * 4 + [502] * 4
-    assert slow.calls == plugin_source.MAX_UPSTREAM
+    assert sorted(statuses) == [200] * 4 + [502] * 4  # the refused asked no history either: no slot
+    assert slow.calls_to["forecast"] == plugin_source.MAX_UPSTREAM
 
 
 async def _ask_all(starts: list[str]) -> list[int]:

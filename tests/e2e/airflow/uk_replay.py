@@ -1,7 +1,9 @@
 """A NESO (UK carbon intensity) API on 127.0.0.1 that replays a real recorded 48 h forecast, and counts calls.
 
 `GET /intensity/<from>/fw48h` answers the recorded `intensity_fw48h.json` (96 real half-hours) moved to start
-at `<from>`; `GET /intensity` answers the recorded latest reading moved to the current half-hour. With
+at `<from>`; `GET /intensity` answers the recorded latest reading moved to the current half-hour; history
+(`/intensity/<from>/<to>`, `/intensity/<to>/pt24h`) answers the recorded day `intensity_pt24h.json` (48 real
+half-hours) repeated over the range, so our model has a past to fit on. `calls_to` counts calls per kind. With
 `delay` set, every answer waits that long first (an upstream that hangs); `stop()` ends any wait at once.
 It is a threading server, so a slow answer never holds the others up.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,9 @@ RECORDED = (
     Path(__file__).resolve().parents[2] / "fixtures" / "api" / "uk-carbonintensity"
 )  # see its SOURCE.md
 _FORECAST = re.compile(r"^/intensity/([0-9T:\-]+Z)/fw48h$")
+_HISTORY = re.compile(r"^/intensity/([0-9T:\-]+Z)/([0-9T:\-]+Z)$")
+_DAY = re.compile(r"^/intensity/([0-9T:\-]+Z)/pt24h$")
+HALF_HOUR = pd.Timedelta(minutes=30)
 
 
 def _recorded(name: str) -> Any:
@@ -38,12 +44,25 @@ def _moved(rows: list[dict[str, Any]], start: pd.Timestamp) -> list[dict[str, An
     ]  # fmt: skip
 
 
+def _repeated_day(start: pd.Timestamp, end: pd.Timestamp) -> list[dict[str, Any]]:
+    """The recorded day's half-hours repeated over [start, end), each at its own time of day."""
+    day = _recorded("intensity_pt24h.json")["data"]
+    first = pd.Timestamp(day[0]["from"])
+    fmt = "%Y-%m-%dT%H:%MZ"
+    rows = []
+    for moment in pd.date_range(start.ceil(HALF_HOUR), end, freq=HALF_HOUR, inclusive="left"):
+        row = day[int((moment - first) / HALF_HOUR) % len(day)]
+        rows.append({**row, "from": moment.strftime(fmt), "to": (moment + HALF_HOUR).strftime(fmt)})
+    return rows
+
+
 class UKReplayServer:
     """Start with `start()`, point `CARBON_AWARE_UK_URL` at `url`, read `calls`, `stop()` when done."""
 
     def __init__(self, delay: float = 0.0) -> None:
         self.delay = delay
         self.calls = 0
+        self.calls_to: Counter[str] = Counter()  # "latest", "forecast", "history", "other"
         self.in_flight = 0
         self.most_in_flight = 0
         self._lock = threading.Lock()
@@ -66,7 +85,20 @@ class UKReplayServer:
         self._server.server_close()
         self._thread.join(timeout=10)
 
+    @staticmethod
+    def kind(path: str) -> str:
+        if path == "/intensity":
+            return "latest"
+        if _FORECAST.match(path):
+            return "forecast"
+        return "history" if _HISTORY.match(path) or _DAY.match(path) else "other"
+
     def answer(self, path: str) -> tuple[int, Any]:
+        if found := _HISTORY.match(path):
+            return 200, {"data": _repeated_day(pd.Timestamp(found[1]), pd.Timestamp(found[2]))}
+        if found := _DAY.match(path):
+            end = pd.Timestamp(found[1])
+            return 200, {"data": _repeated_day(end - pd.Timedelta(hours=24), end)}
         if path == "/intensity":
             now = pd.Timestamp.now("UTC").floor("30min")
             return 200, {"data": _moved(_recorded("intensity.json")["data"], now)}
@@ -83,6 +115,7 @@ class UKReplayServer:
             def do_GET(self) -> None:
                 with upstream._lock:
                     upstream.calls += 1
+                    upstream.calls_to[upstream.kind(self.path.split("?")[0])] += 1
                     upstream.in_flight += 1
                     upstream.most_in_flight = max(upstream.most_in_flight, upstream.in_flight)
                 try:
