@@ -62,7 +62,7 @@ def hourly_issues(issues: pd.DataFrame) -> pd.DataFrame:
     hour = issues["target_start"].dt.floor("h")
     grouped = issues.assign(hour=hour).groupby(["issued_at", "hour"])["forecast"]
     step = issues.groupby("issued_at")["target_start"].diff().dropna()
-    per_hour = max(1, int(round(HOUR.value / pd.Timedelta(step.median()).value))) if len(step) else 1
+    per_hour = max(1, round(HOUR.value / pd.Timedelta(step.median()).value)) if len(step) else 1
     table = grouped.agg(["mean", "count"]).reset_index()
     table = table[table["count"] >= per_hour]
     return table.rename(columns={"hour": "target", "mean": "forecast"})[["issued_at", "target", "forecast"]]
