@@ -35,17 +35,16 @@ HERE = Path(__file__).parent
 BIN = Path(sys.executable).parent
 POOL = "carbon-e2e-cluster"
 BUCKET = "carbon-e2e-prefect"
-S3_KEYS = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+S3_KEY = "testing"  # moto takes any key; s3fs in the flow runs reads it from the environment
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def ports(count: int) -> list[int]:
+    """Free loopback ports (each socket is closed again before the server that takes the port starts)."""
+    sockets = [socket.create_server(("127.0.0.1", 0)) for _ in range(count)]
+    found = [int(s.getsockname()[1]) for s in sockets]
+    for s in sockets:
+        s.close()
+    return found
 
 
 @dataclass
@@ -80,7 +79,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("prefect-cluster")
     database = f"carbon_e2e_{uuid.uuid4().hex[:12]}"
     subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", database], check=True, timeout=60)
-    api_port, s3_port = free_port(), free_port()
+    api_port, s3_port = ports(2)
     api, endpoint = f"http://127.0.0.1:{api_port}/api", f"http://127.0.0.1:{s3_port}"
     env = {
         **os.environ,
@@ -92,7 +91,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "PREFECT_WORKER_QUERY_SECONDS": "1",
         "PREFECT_WORKER_PREFETCH_SECONDS": "2",
         "AWS_ENDPOINT_URL": endpoint,
-        **S3_KEYS,
+        "AWS_ACCESS_KEY_ID": S3_KEY,
+        "AWS_SECRET_ACCESS_KEY": S3_KEY,
+        "AWS_DEFAULT_REGION": "us-east-1",
     }
     processes = ProcessGroup(home)
     try:
@@ -106,7 +107,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         wait_until(lambda: healthy(endpoint), timeout=60, what="the S3 server")
         s3 = boto3.client(
             "s3", endpoint_url=endpoint, region_name="us-east-1",
-            aws_access_key_id=S3_KEYS["AWS_ACCESS_KEY_ID"], aws_secret_access_key=S3_KEYS["AWS_SECRET_ACCESS_KEY"],
+            aws_access_key_id=S3_KEY, aws_secret_access_key=S3_KEY,
         )  # fmt: skip
         s3.create_bucket(Bucket=BUCKET)
         wait_until(lambda: healthy(f"{api}/health"), timeout=120, what=f"prefect server\n{processes.logs()}")
