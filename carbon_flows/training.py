@@ -416,6 +416,9 @@ def carbon_aware_training(
     `within`. 'threshold' takes `pause_above`/`resume_below` (gCO2eq/kWh) and `max_pause` (default 6h);
     any strategy takes `strategy_options` (its keyword arguments, e.g. {"percentile": 30, "days": 7} for
     'adaptive'). A rescheduled run gets the absolute deadline, the checkpoint and the pause clock as parameters.
+    Checkpoints go every `checkpoint_every` ('5min') and/or `checkpoint_every_steps` to
+    `<checkpoint_dir>/<flow>/<training id>` (local or `s3://...`); a rerun of a crashed run, a flow retry and
+    a cancellation keep them (see `train_carbon_aware`).
     In a deployment run, `job` must be the deployment's `job` or one of its `allowed_jobs` (see
     `carbon_flows.jobs`); anything else fails before it is imported.
     """
