@@ -275,6 +275,15 @@ class CarbonAwareTrainingOperator(BaseOperator):
         )
         runner.guard.restore(guard.to_state())  # what the guard said at the wake holds in the run
         start = store.resume_point(resume_from)
+        try_number = getattr(context.get("ti"), "try_number", 1)
+        retry = isinstance(try_number, int) and try_number > 1
+        if retry and not store.remote and not any(store.local_dir.glob("checkpoint-*.pt")):
+            self.log.warning(
+                "try %s finds no checkpoint in %s: if an earlier try ran on another worker, its checkpoints "
+                "are on that worker's disk; use shared or object storage (s3://conn_id@bucket/prefix)",
+                try_number,
+                store.location,
+            )
         try:
             result = runner.run(resume_from=start)
         except Exception as exc:
