@@ -29,6 +29,7 @@ from prefect.exceptions import MissingContextError
 from carbon_flows import events
 from carbon_flows.rescheduling import current_deployment_run, reschedule_current_run, rescheduled_state
 from carbon_flows.sources import SourceSpec, clock_of, resolve_source
+from carbon_sensors.deadline import late_run
 from carbon_sensors.errors import AuthenticationError, CarbonAwareError, InvalidInputError, UnknownZoneError
 from carbon_sensors.forecast.combine import assemble_forecast
 from carbon_sensors.planner import plan_window
@@ -137,6 +138,8 @@ def await_low_carbon(
         events.emit_carbon_event(events.WINDOW_OPENED, zone, result.to_dict())
         return result
 
+    if late := late_run(finish_by, now, work, log):
+        return outcome(late)
     if now + work >= finish_by:
         return outcome(f"no slack: {work} of work must start now to finish by {finish_by.isoformat()}")
     intensity_now: float | None = None
@@ -251,7 +254,10 @@ def _limit(value: str | timedelta) -> timedelta:
 def resolve_deadline(
     deadline: datetime | str | None, within: str | timedelta | None, now: pd.Timestamp
 ) -> pd.Timestamp:
-    """The finish-by time; a run rescheduled by an earlier wait keeps that wait's deadline (never drifts)."""
+    """The finish-by time; a run rescheduled by an earlier wait keeps that wait's deadline (never drifts).
+
+    A deadline already past is not an error: a late (retried, rescheduled, backfilled) run runs at once.
+    """
     if deadline is not None and within is not None:
         raise InvalidInputError("pass either deadline= or within=, not both")
     if deadline is not None and deadline != "":
@@ -259,11 +265,6 @@ def resolve_deadline(
     else:
         finish_by = now + parse_duration(within or "24h", "within")
         finish_by = min([finish_by, *_inherited_deadlines()])
-    if finish_by <= now:
-        raise InvalidInputError(
-            f"deadline={finish_by.isoformat()} is already past (now is {now.isoformat()}); "
-            "pass a later deadline or a longer within="
-        )
     return finish_by
 
 

@@ -10,11 +10,12 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import pandas as pd
 from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException, AirflowSkipException
 
+from carbon_sensors.deadline import WarningLog
 from carbon_sensors.errors import AuthenticationError, InvalidInputError
 from carbon_sensors.replay import GridClock
 from carbon_sensors.timeutil import parse_duration, parse_utc, require_utc, utcnow
@@ -42,12 +43,6 @@ class OnOutage(StrEnum):
 
 
 _E = TypeVar("_E", bound=StrEnum)
-
-
-class WarningLog(Protocol):
-    """The one logging method the policies use (stdlib and Airflow task loggers both have it)."""
-
-    def warning(self, msg: Any, /, *args: Any) -> Any: ...
 
 
 def parse_choice(kind: type[_E], value: str | _E, name: str) -> _E:
@@ -92,22 +87,6 @@ def deferral_timeout(wall_deadline: pd.Timestamp) -> timedelta:
     """
     left = max(wall_deadline - utcnow(), pd.Timedelta(0))
     return (left + DEFERRAL_MARGIN).to_pytimedelta()
-
-
-def late_run(deadline: pd.Timestamp, now: pd.Timestamp, work: timedelta, log: WarningLog) -> str | None:
-    """Why this run is late (its deadline passed, or `work` no longer fits before it), logged; else None.
-
-    A late run runs at once, as the deadline guard of training does: a cleared, retried or backfilled run
-    comes after its deadline, and refusing it would starve the task.
-    """
-    if now + work <= deadline:
-        return None
-    message = (
-        f"late run: {work} of work from {now.isoformat()} does not fit before the deadline "
-        f"{deadline.isoformat()}; running at once"
-    )
-    log.warning("%s", message)
-    return message
 
 
 def on_deadline_reached(policy: OnDeadline, message: str, log: WarningLog) -> None:

@@ -19,12 +19,12 @@ from carbon_operators.policy import (
     OnOutage,
     deferral_timeout,
     failing_bad_input,
-    late_run,
     on_outage,
     parse_choice,
 )
 from carbon_operators.target import CarbonTarget, resolve_target
 from carbon_operators.triggers import ResumeAtTrigger, adopt_replay_of
+from carbon_sensors.deadline import late_run
 from carbon_sensors.errors import CarbonAwareError, InvalidInputError
 from carbon_sensors.forecast.combine import assemble_forecast
 from carbon_sensors.planner import Plan, plan_window, plan_zones

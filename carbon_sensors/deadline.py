@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -164,6 +164,28 @@ def estimate_work(
             "the data loader has no len(), and neither max_steps nor expected_duration is set"
         )
     return WorkEstimate.unknown("no step has been timed yet")
+
+
+class WarningLog(Protocol):
+    """The one logging method the policies use (stdlib, Airflow task and Prefect run loggers all have it)."""
+
+    def warning(self, msg: Any, /, *args: Any) -> Any: ...
+
+
+def late_run(deadline: pd.Timestamp, now: pd.Timestamp, work: timedelta, log: WarningLog) -> str | None:
+    """Why this run is late (its deadline passed, or `work` no longer fits before it), logged; else None.
+
+    A late run runs at once, as the deadline guard of training does: a cleared, retried or backfilled run
+    comes after its deadline, and refusing it would starve the task.
+    """
+    if now + work <= deadline:
+        return None
+    message = (
+        f"late run: {work} of work from {now.isoformat()} does not fit before the deadline "
+        f"{deadline.isoformat()}; running at once"
+    )
+    log.warning("%s", message)
+    return message
 
 
 class DeadlineGuard:

@@ -188,9 +188,12 @@ def test_carbon_window_decorator_holds_a_task() -> None:
     assert ran_at >= WINDOW
 
 
-def test_deadline_in_the_past_is_rejected() -> None:
-    with pytest.raises(InvalidInputError, match=r"deadline=2023-06-02T04:00:00\+00:00 is already past"):
-        await_low_carbon("DE", deadline="2023-06-02T04:00Z", source=replayed(DIRTY))
+def test_a_past_deadline_runs_at_once_and_says_it_is_late() -> None:
+    """A late (retried, rescheduled, backfilled) run must not fail or wait: it runs at once, logged."""
+    outcome = await_low_carbon("DE", deadline="2023-06-02T04:00Z", source=replayed(DIRTY))
+    assert outcome.action == "run"
+    assert outcome.reason.startswith("late run: ")
+    assert "2023-06-02T04:00:00+00:00" in outcome.reason
 
 
 def test_naive_deadline_is_rejected() -> None:
