@@ -62,7 +62,8 @@ def test_nightly_retraining_holds_trains_pauses_resumes_and_reports(
     assert train["epoch"] == 30
     assert train["deferrals"] >= 1
     assert Path(train["checkpoint_path"]).is_file()
-    assert Path(train["checkpoint_path"]).parents[3] == tmp_path / "checkpoints"  # <dag_id>/<run_id>/<task_id>/
+    # the run's own folder: <checkpoint_dir>/<dag_id>/<run_id>/<task_id>/
+    assert Path(train["checkpoint_path"]).parents[3] == tmp_path / "checkpoints"
     report = train["report"]
     assert report["zone"] == "DE"
     assert report["kind"] == "average"
