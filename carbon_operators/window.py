@@ -24,7 +24,7 @@ from carbon_operators.policy import (
 )
 from carbon_operators.target import CarbonTarget, resolve_target
 from carbon_operators.triggers import ResumeAtTrigger, adopt_replay_of
-from carbon_sensors.deadline import late_run
+from carbon_sensors.deadline import ORCHESTRATOR_RESUME_OVERHEAD, late_run, plan_by
 from carbon_sensors.errors import CarbonAwareError, InvalidInputError
 from carbon_sensors.forecast.combine import assemble_forecast
 from carbon_sensors.planner import Plan, plan_window, plan_zones
@@ -41,6 +41,8 @@ class CarbonWindowOperator(BaseOperator):
     :param min_savings: the least expected saving, in percent against running now, worth a hold (default 5,
         see `carbon_sensors.worth`); a smaller one runs at once and says so. On wake, the hold waits again
         only for a later window that saves at least this much.
+    :param resume_overhead: wall time from the window's start to the held task running (triggerer, scheduler,
+        worker pick-up; default 2 min); the window is planned to end this much before the deadline.
     """
 
     template_fields: Sequence[str] = ("zone", "duration", "deadline", "earliest_start", "carbon_conn_id")
@@ -59,6 +61,7 @@ class CarbonWindowOperator(BaseOperator):
         min_savings: float = DEFAULT_MIN_SAVINGS,
         max_replans: int = 3,
         on_outage: str = OnOutage.OPEN,
+        resume_overhead: timedelta | str = ORCHESTRATOR_RESUME_OVERHEAD,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -71,18 +74,22 @@ class CarbonWindowOperator(BaseOperator):
         self.min_savings = min_savings
         self.max_replans = max_replans
         self.on_outage = on_outage
+        self.resume_overhead = resume_overhead
 
     def _setting(self, context: Context) -> tuple[CarbonTarget, timedelta]:
         with failing_bad_input(self.task_id):
             parse_choice(OnOutage, self.on_outage, "on_outage")
             check_min_savings(self.min_savings)
             target = resolve_target(context, self)
+            parse_duration(self.resume_overhead, "resume_overhead")
             return target, parse_duration(self.duration, "duration")
 
     def _plan(self, target: CarbonTarget, duration: timedelta) -> Plan | None:
         """The best window from now; None (after the outage policy) when no forecast can be had."""
         now = target.clock.now()
         earliest = parse_utc(self.earliest_start, "earliest_start") if self.earliest_start else None
+        margin = target.clock.grid_duration(parse_duration(self.resume_overhead, "resume_overhead"))
+        finish_by = plan_by(target.deadline, now, duration, margin)
         with failing_bad_input(self.task_id):
             try:
                 forecasts = {
@@ -98,10 +105,10 @@ class CarbonWindowOperator(BaseOperator):
                 return plan_window(
                     forecasts[target.zone],
                     duration=duration,
-                    deadline=target.deadline,
+                    deadline=finish_by,
                     earliest_start=earliest,
                 )
-            return plan_zones(forecasts, duration=duration, deadline=target.deadline, earliest_start=earliest)
+            return plan_zones(forecasts, duration=duration, deadline=finish_by, earliest_start=earliest)
 
     def execute(self, context: Context) -> dict[str, Any]:
         target, duration = self._setting(context)

@@ -188,6 +188,12 @@ def late_run(deadline: pd.Timestamp, now: pd.Timestamp, work: timedelta, log: Wa
     return message
 
 
+def plan_by(deadline: pd.Timestamp, now: pd.Timestamp, work: timedelta, margin: timedelta) -> pd.Timestamp:
+    """The finish-by time a hold plans to: the deadline less the time a wake-up takes (scheduler latency,
+    worker pick-up), but never so early that `work` no longer fits from `now`."""
+    return max(now + pd.Timedelta(work), deadline - pd.Timedelta(margin))
+
+
 class DeadlineGuard:
     """Apply a finish-by `deadline` to every decision; one per job, carried across pauses with `to_state()`.
 

@@ -36,7 +36,9 @@ def test_a_resumed_hold_keeps_the_replay_epoch_of_the_process_that_deferred_it(
     monkeypatch.setenv(ENV_SPEED, "3600")  # a trace hour a wall second
     monkeypatch.delenv(ENV_WALL_START, raising=False)
     monkeypatch.setenv("CARBON_AWARE_TRACE_FORECAST", "perfect")  # a known window, asked for by name
-    hold = CarbonWindowOperator(task_id="hold", zone="DE", duration="1h", deadline="2023-06-02T16:00Z")
+    hold = CarbonWindowOperator(  # at 3600x the default 2 min wake-up margin would be 120 grid hours
+        task_id="hold", zone="DE", duration="1h", deadline="2023-06-02T16:00Z", resume_overhead="1s"
+    )
     with pytest.raises(TaskDeferred) as deferred:
         hold.execute(NO_CONTEXT)
     trigger = deferred.value.trigger
@@ -66,3 +68,30 @@ def test_a_window_saving_less_than_min_savings_runs_at_once_and_says_why(
     assert released["savings_pct"] is not None and 0 < released["savings_pct"] < 99
     with pytest.raises(AirflowFailException, match=r"min_savings=120 is not valid"):
         CarbonWindowOperator(task_id="bad", zone="DE", duration="1h", min_savings=120).execute(NO_CONTEXT)
+
+
+@pytest.mark.parametrize(
+    ("overhead", "latest_end"), [("1s", "2023-06-02T12:59:59Z"), ("1h", "2023-06-02T12:00Z")]
+)
+def test_the_window_ends_resume_overhead_before_the_deadline(
+    monkeypatch: pytest.MonkeyPatch, overhead: str, latest_end: str
+) -> None:
+    """The wake-up (triggerer, scheduler, worker pick-up) takes time: a window that ends exactly at the deadline
+    would make the held task late by that much. DE's low on 2023-06-02 is 11:00-13:00; with a 1 h overhead the
+    plan must end by 12:00, and with a 1 s one it ends a second before the deadline (so the margin is what moves it)."""
+    monkeypatch.setenv(ENV_START, "2023-06-02T09:00Z")  # speed 1: grid time is wall time
+    monkeypatch.delenv(ENV_WALL_START, raising=False)
+    monkeypatch.setenv("CARBON_AWARE_TRACE_FORECAST", "perfect")
+    hold = CarbonWindowOperator(
+        task_id="hold",
+        zone="DE",
+        duration="2h",
+        deadline="2023-06-02T13:00Z",
+        min_savings=0,
+        resume_overhead=overhead,
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        hold.execute(NO_CONTEXT)
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, ResumeAtTrigger)
+    assert pd.Timestamp(trigger.state["plan"]["end"]) == pd.Timestamp(latest_end)

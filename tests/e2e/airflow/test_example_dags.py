@@ -95,7 +95,10 @@ def test_nightly_retraining_holds_trains_pauses_resumes_and_reports(
 def test_batch_etl_runs_its_heavy_stage_in_the_planned_window(
     airflow_db: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    use_env(monkeypatch, {"CARBON_AWARE_ETL_OUTPUT": str(tmp_path / "etl")})
+    use_env(
+        monkeypatch,
+        {"CARBON_AWARE_ETL_OUTPUT": str(tmp_path / "etl"), "CARBON_AWARE_RESUME_OVERHEAD": "1s"},
+    )
     dag = load_dag("carbon_batch_etl.py")
     use_env(monkeypatch, replay_env("2023-10-20T04:00Z", speed=3600, starts_in_seconds=0))
     run = dag.test()
