@@ -217,9 +217,17 @@ def test_a_killed_flow_run_resumes_on_the_other_worker_and_cancelling_checkpoint
         rerun_crashed_run(client, run.id)
         rerun = final(client, run.id, stack.processes)
         assert rerun.state is not None and rerun.state.is_completed(), rerun.state
-        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
-        resumed = [m.message for m in logs if "resumed from the checkpoint at step" in m.message]
-        assert resumed and int(resumed[-1].rsplit(" ", 1)[-1]) >= killed_at > 0
+        resumed: list[str] = []
+
+        def resume_logged() -> bool:  # run logs are sent in batches: they may land after the final state
+            logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id])))
+            resumed[:] = [m.message for m in logs if "resumed from the checkpoint at step" in m.message]
+            return bool(resumed)
+
+        wait_until(
+            resume_logged, timeout=30, what=f"the rerun's resume in its logs\n{stack.processes.logs()}"
+        )
+        assert int(resumed[-1].rsplit(" ", 1)[-1]) >= killed_at > 0
 
         listed = stack.s3.list_objects_v2(Bucket=BUCKET, Prefix="checkpoints/")["Contents"]
         final_key = next(o["Key"] for o in listed if o["Key"].endswith(f"checkpoint-{STEPS:010d}.pt"))
