@@ -11,12 +11,12 @@ setup: $(AF)/.installed $(PF)/.installed
 # Rebuilt only when pyproject.toml changes; `pip install -e` makes code edits visible without a rebuild.
 $(AF)/.installed: pyproject.toml
 	test -x $(AF)/bin/python || $(PYTHON) -m venv $(AF)
-	$(AF)/bin/pip install -q --disable-pip-version-check -e ".[airflow,airflow-celery,airflow-fab,torch,dev]"
+	$(AF)/bin/pip install -q --disable-pip-version-check -e ".[airflow,airflow-celery,airflow-fab,torch,lightning,mlflow,dev]"
 	touch $@
 
 $(PF)/.installed: pyproject.toml
 	test -x $(PF)/bin/python || $(PYTHON) -m venv $(PF)
-	$(PF)/bin/pip install -q --disable-pip-version-check -e ".[prefect,prefect-s3,torch,dev]"
+	$(PF)/bin/pip install -q --disable-pip-version-check -e ".[prefect,prefect-s3,torch,transformers,mlflow,dev]"
 	touch $@
 
 # The nightly-retraining DAG through `airflow dags test` on replayed real grid data (about a minute).

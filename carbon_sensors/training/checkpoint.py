@@ -24,6 +24,7 @@ from carbon_sensors.paths import confine
 log = logging.getLogger(__name__)
 
 LATEST = "LATEST"
+FORMAT = 2  # {"format": 2, "carbon": the session's state, "user": the loop's state}
 _NAME = re.compile(r"^checkpoint-(\d+)\.pt$")
 
 
@@ -91,8 +92,11 @@ def load_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any]]:
         state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for a torn or foreign file
         raise CheckpointError(f"checkpoint {file} cannot be loaded: {exc}") from exc
-    if not isinstance(state, dict) or state.get("format") != 1:
-        raise CheckpointError(f"{file} is not a carbon-aware training checkpoint (format 1)")
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{file} is not a carbon-aware training checkpoint of format {FORMAT} (found format "
+            f"{state.get('format') if isinstance(state, dict) else None!r}); resume from one this version wrote"
+        )
     return file, state
 
 

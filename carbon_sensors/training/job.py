@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
@@ -12,6 +13,9 @@ import torch
 from carbon_sensors.decision import Decision
 from carbon_sensors.emissions import EmissionsReport
 from carbon_sensors.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from carbon_sensors.training.session import CarbonSession
 
 StepFn = Callable[[torch.nn.Module, Any], torch.Tensor]
 LossFn = Callable[[Any, Any], torch.Tensor]
@@ -68,6 +72,12 @@ class TrainingJob:
         by_epochs = None if per_epoch is None else per_epoch * self.epochs
         candidates = [n for n in (by_epochs, self.max_steps) if n is not None]
         return min(candidates) if candidates else None
+
+    def train(self, session: CarbonSession, resume_from: str | Path | None) -> TrainingResult:
+        """Train one attempt in `session` with `TrainingRunner` (the `Trainable` protocol of the faces)."""
+        from carbon_sensors.training.trainable import train_job  # the runner imports this module
+
+        return train_job(self, session, resume_from)
 
     def loss(self, batch: Any) -> torch.Tensor:
         if self.step_fn is not None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from carbon_sensors.emissions import merge_timeline
 from carbon_sensors.training.checkpoint import checkpoint_step, list_checkpoints
-from carbon_sensors.training.runner import TIMELINE_NAME
+from carbon_sensors.training.session import TIMELINE_NAME
 
 
 class CheckpointMirror:

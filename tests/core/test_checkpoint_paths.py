@@ -41,9 +41,9 @@ def test_an_empty_segment_is_refused_by_name() -> None:
 
 def test_a_hostile_latest_pointer_is_an_error(tmp_path: Path) -> None:
     other = tmp_path / "other"
-    save_checkpoint(other, {"format": 1}, step=7)
+    save_checkpoint(other, {"format": 2}, step=7)
     mine = tmp_path / "mine"
-    save_checkpoint(mine, {"format": 1}, step=1)
+    save_checkpoint(mine, {"format": 2}, step=1)
     for hostile in ("../other/checkpoint-0000000007.pt", "../other", str(other / "checkpoint-0000000007.pt")):
         (mine / LATEST).write_text(hostile + "\n", encoding="utf-8")
         with pytest.raises(UnsafePathError, match="must hold a checkpoint file name of this folder"):
@@ -51,7 +51,7 @@ def test_a_hostile_latest_pointer_is_an_error(tmp_path: Path) -> None:
 
 
 def test_a_latest_naming_a_symlink_out_of_the_folder_is_an_error(tmp_path: Path) -> None:
-    other = save_checkpoint(tmp_path / "other", {"format": 1}, step=7)
+    other = save_checkpoint(tmp_path / "other", {"format": 2}, step=7)
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "checkpoint-0000000009.pt").symlink_to(other)
@@ -61,8 +61,8 @@ def test_a_latest_naming_a_symlink_out_of_the_folder_is_an_error(tmp_path: Path)
 
 
 def test_an_honest_latest_still_wins(tmp_path: Path) -> None:
-    first = save_checkpoint(tmp_path, {"format": 1}, step=1)
-    save_checkpoint(tmp_path, {"format": 1}, step=2)
+    first = save_checkpoint(tmp_path, {"format": 2}, step=1)
+    save_checkpoint(tmp_path, {"format": 2}, step=2)
     (tmp_path / LATEST).write_text(first.name, encoding="utf-8")
     assert find_checkpoint(tmp_path) == first
 

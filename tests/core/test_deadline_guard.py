@@ -91,14 +91,14 @@ def train_to_the_end(
             deadline=deadline, clock=clock, monitor=monitor(), decision_refresh_seconds=0.0,
             expected_duration=expected_duration, resume_overhead=overhead,
         )  # fmt: skip
-        original = runner._decide
+        original = runner.session._decide
 
         def recorded(now: pd.Timestamp, runner_decide: Any = original) -> Decision:
             decision: Decision = runner_decide(now)
             decisions.append(decision)
             return decision
 
-        runner._decide = recorded  # type: ignore[method-assign]
+        runner.session._decide = recorded  # type: ignore[method-assign]
         result = runner.run(resume_from=resume)
         results.append(result)
         if result.status != "paused":

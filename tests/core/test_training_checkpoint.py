@@ -41,7 +41,7 @@ def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path: Pat
     assert [p.name for p in list_checkpoints(ckpt)] == ["checkpoint-0000000004.pt"]
     assert (ckpt / LATEST).read_text().strip() == "checkpoint-0000000004.pt"
     file, state = load_checkpoint(ckpt)
-    assert file.name == "checkpoint-0000000004.pt" and state["progress"]["steps_done"] == 4
+    assert file.name == "checkpoint-0000000004.pt" and state["carbon"]["progress"]["steps_done"] == 4
 
     job = build_job(3)
     runner = TrainingRunner(
@@ -58,7 +58,7 @@ def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path: Pat
 
 def test_only_the_newest_checkpoints_are_kept_and_latest_points_at_the_newest(tmp_path: Path) -> None:
     for step in (1, 2, 3):
-        save_checkpoint(tmp_path, {"format": 1, "step": torch.tensor(step)}, step=step, keep_last=2)
+        save_checkpoint(tmp_path, {"format": 2, "step": torch.tensor(step)}, step=step, keep_last=2)
     assert [p.name for p in list_checkpoints(tmp_path)] == [
         "checkpoint-0000000002.pt",
         "checkpoint-0000000003.pt",

@@ -192,7 +192,7 @@ def test_sigterm_stops_with_a_checkpoint_then_ends_the_process(trainers: Trainer
     stopped = [line for line in seen if line.startswith("SIGTERM: stopped at step ")]
     assert stopped, seen[-5:]
     found = load_newest(folder)
-    assert found is not None and found[1]["progress"]["steps_done"] == int(stopped[0].split()[4]) >= 30
+    assert found is not None and found[1]["carbon"]["progress"]["steps_done"] == int(stopped[0].split()[4]) >= 30
 
 
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(
@@ -217,7 +217,7 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(
 def test_timed_checkpoints_are_on_by_default_and_published_as_written(tmp_path: Path) -> None:
     monitor = PowerMonitor([EstimateMeter()], start=False)
     assert (
-        TrainingRunner(build_job(1), checkpoint_dir=tmp_path / "d").checkpoint_every
+        TrainingRunner(build_job(1), checkpoint_dir=tmp_path / "d").session.settings.checkpoint_every
         == DEFAULT_CHECKPOINT_EVERY
     )
     assert timedelta(minutes=10) >= DEFAULT_CHECKPOINT_EVERY

@@ -311,9 +311,9 @@ def test_threshold_deployment_pauses_reschedules_and_resumes_to_the_same_paramet
     )  # fmt: skip
     _, paused_state = load_checkpoint(resumed["checkpoint_path"])
     _, straight_state = load_checkpoint(straight["checkpoint_path"])
-    assert paused_state["model"].keys() == straight_state["model"].keys()
-    for key, value in straight_state["model"].items():
-        assert torch.equal(value, paused_state["model"][key]), key
+    assert paused_state["user"]["model"].keys() == straight_state["user"]["model"].keys()
+    for key, value in straight_state["user"]["model"].items():
+        assert torch.equal(value, paused_state["user"]["model"][key]), key
 
     found = artifacts_of(second.id)
     # one training, one set of keys: the resumed run continues the first run's artifacts

@@ -238,7 +238,7 @@ def test_a_killed_flow_run_resumes_on_the_other_worker_and_cancelling_checkpoint
                        monitor=PowerMonitor([EstimateMeter()], start=False)).run()  # fmt: skip
         _, state = load_checkpoint(local)
         for name, tensor in job.model.state_dict().items():
-            assert torch.equal(tensor, state["model"][name]), name
+            assert torch.equal(tensor, state["user"]["model"][name]), name
 
         # Cancelling: the worker SIGTERMs the run, which checkpoints first.
         second = client.create_flow_run_from_deployment(stack.deployment_id)
@@ -261,7 +261,7 @@ def test_a_killed_flow_run_resumes_on_the_other_worker_and_cancelling_checkpoint
         newest = sorted(k for k in mine if k.endswith(".pt"))[-1]
         stack.s3.download_file(BUCKET, newest, str(local))
         _, state = load_checkpoint(local)  # loadable
-        assert 0 < state["progress"]["steps_done"] < STEPS
+        assert 0 < state["carbon"]["progress"]["steps_done"] < STEPS
         timeline = local.parent / "cancelled.jsonl"
         stack.s3.download_file(BUCKET, newest.rsplit("/", 1)[0] + "/emissions.jsonl", str(timeline))
         assert (
