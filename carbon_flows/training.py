@@ -1,6 +1,7 @@
 """Carbon-aware PyTorch training as a Prefect task and flow, with artifacts and events.
 
-The core `TrainingRunner` does the work. On "pause" it checkpoints and returns; this module then either waits
+The core does the work: a `CarbonSession` per attempt, trained by the job (`TrainingJob`'s runner, or a
+Lightning / Hugging Face job from `carbon_sensors.integrations`). On "pause" it checkpoints and returns; this module then either waits
 in-process (short pauses, or no deployment to reschedule) and resumes in a fresh runner, or schedules a run
 of the current deployment at the resume time with `resume_from` set to the checkpoint, and ends this run as
 'Rescheduled'. Artifacts: a markdown emissions report, a per-epoch table and live progress.
@@ -47,9 +48,9 @@ from carbon_sensors.providers.base import IntensitySource
 from carbon_sensors.timeutil import parse_duration, parse_utc, utcnow
 
 if TYPE_CHECKING:  # torch: imported when a flow trains, not when a flow file is loaded
-    from carbon_sensors.training import TrainingJob, TrainingResult, TrainingRunner
+    from carbon_sensors.training import CarbonSession, Trainable, TrainingResult
 
-JobSpec: TypeAlias = "str | TrainingJob | Callable[[], TrainingJob]"
+JobSpec: TypeAlias = "str | Trainable | Callable[[], Trainable]"
 STRATEGIES = ("none", *strategies.STRATEGIES)
 DEFAULT_MAX_PAUSE = "6h"
 # Wall time from a rescheduled run's start time to its first step: worker poll, process start, flow load.
@@ -82,9 +83,10 @@ class TrainingOutcome:
         }
 
 
-def build_job(job: JobSpec) -> TrainingJob:
-    """A `TrainingJob`, from itself, a factory, or an import path ('pkg.mod:factory', 'file.py:factory')."""
-    from carbon_sensors.training import TrainingJob  # torch: only where a flow trains
+def build_job(job: JobSpec) -> Trainable:
+    """A training job (`TrainingJob`, `LightningJob`, `HFTrainerJob`: any `Trainable`), from itself, a factory,
+    or an import path ('pkg.mod:factory', 'file.py:factory')."""
+    from carbon_sensors.training import Trainable  # torch: only where a flow trains
 
     made = job
     if isinstance(job, str):
@@ -94,10 +96,13 @@ def build_job(job: JobSpec) -> TrainingJob:
             raise InvalidInputError(
                 f"job={job!r} cannot be imported ({exc}); use 'package.module:factory' or 'path/file.py:factory'"
             ) from exc
-    if callable(made) and not isinstance(made, TrainingJob):
+    if callable(made) and not isinstance(made, Trainable):
         made = made()
-    if not isinstance(made, TrainingJob):
-        raise InvalidInputError(f"job={job!r} gave {type(made).__name__}, not a TrainingJob")
+    if not isinstance(made, Trainable):
+        raise InvalidInputError(
+            f"job={job!r} gave {type(made).__name__}, not a TrainingJob, LightningJob or HFTrainerJob "
+            "(anything with total_steps() and train(session, resume_from))"
+        )
     return made
 
 
@@ -194,10 +199,12 @@ def epoch_rows(result: TrainingResult) -> list[dict[str, Any]]:
 
 
 class _ProgressReporter:
-    """Update the progress artifact from the runner's step counter while `run()` blocks (daemon thread)."""
+    """Update the progress artifact from the session's step counter while training blocks (daemon thread)."""
 
-    def __init__(self, runner: TrainingRunner, progress: LiveProgress, every_seconds: float) -> None:
-        self.runner, self.progress, self.every = runner, progress, every_seconds
+    def __init__(
+        self, session: CarbonSession, epochs: int | None, progress: LiveProgress, every_seconds: float
+    ) -> None:
+        self.session, self.epochs, self.progress, self.every = session, epochs, progress, every_seconds
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="carbon-progress", daemon=True)
 
@@ -215,11 +222,11 @@ class _ProgressReporter:
             self.report()
 
     def report(self) -> None:
-        total = self.runner.job.total_steps()
+        total = self.session.total_steps
         if total:
-            self.progress.update(100.0 * self.runner.steps_done / total)
-        else:
-            self.progress.update(100.0 * self.runner.epoch / self.runner.job.epochs)
+            self.progress.update(100.0 * self.session.steps_done / total)
+        elif self.epochs:
+            self.progress.update(100.0 * self.session.epoch / self.epochs)
 
 
 def publish_training_artifacts(outcome: TrainingOutcome, *, zone: str, prefix: str) -> None:
@@ -315,11 +322,9 @@ def train_carbon_aware(
     every = None if checkpoint_every is None else parse_duration(checkpoint_every, "checkpoint_every")
 
     def attempt(checkpoint: str | None) -> TrainingResult:
-        from carbon_sensors.training import TrainingRunner  # torch: only where a flow trains
+        from carbon_sensors.training import CarbonSession, SessionSettings  # torch: only where a flow trains
 
-        runner = TrainingRunner(
-            training,
-            checkpoint_dir=store.local_dir,
+        settings = SessionSettings(
             checkpoint_every_steps=checkpoint_every_steps,
             checkpoint_every=every,
             on_checkpoint=store.on_checkpoint,
@@ -333,9 +338,16 @@ def train_carbon_aware(
             expected_duration=work,
             resume_overhead=overhead,
         )
+        session = CarbonSession(store.local_dir, settings, total_steps=training.total_steps())
         start = store.resume_point(checkpoint)
-        with _ProgressReporter(runner, progress, progress_every_seconds):
-            result = runner.run(resume_from=start)
+        epochs = getattr(training, "epochs", None)
+        try:
+            with _ProgressReporter(
+                session, epochs if isinstance(epochs, int) else None, progress, progress_every_seconds
+            ):
+                result = training.train(session, start)
+        finally:
+            session.close()
         if result.started_at_step:
             log.info("resumed from the checkpoint at step %d", result.started_at_step)
         if result.checkpoint_path is not None:
@@ -412,7 +424,7 @@ def carbon_aware_training(
 ) -> dict[str, Any] | State[Any]:
     """Wait for a window for `expected_duration` (if given, on a fresh start), then train carbon-aware.
 
-    `job` is an import path to a function returning a `TrainingJob`; `deadline` (ISO, finish-by) wins over
+    `job` is an import path to a function returning a `TrainingJob`, `LightningJob` or `HFTrainerJob`; `deadline` (ISO, finish-by) wins over
     `within`. 'threshold' takes `pause_above`/`resume_below` (gCO2eq/kWh) and `max_pause` (default 6h);
     any strategy takes `strategy_options` (its keyword arguments, e.g. {"percentile": 30, "days": 7} for
     'adaptive'). A rescheduled run gets the absolute deadline, the checkpoint and the pause clock as parameters.

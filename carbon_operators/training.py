@@ -30,7 +30,7 @@ from carbon_sensors.providers.base import IntensitySource
 from carbon_sensors.timeutil import parse_duration
 
 if TYPE_CHECKING:  # torch: imported when a task trains, not when a DAG file is parsed
-    from carbon_sensors.training import TrainingJob, TrainingRunner
+    from carbon_sensors.training import CarbonSession, Trainable
 
 StrategyFactory = Callable[..., Strategy]
 
@@ -70,7 +70,10 @@ def _run_key(context: Context, task_id: str) -> str:
 
 
 class CarbonAwareTrainingOperator(BaseOperator):
-    """Run `training_callable(**op_kwargs) -> TrainingJob` carbon-aware, pausing by checkpoint and deferral.
+    """Run `training_callable(**op_kwargs)` carbon-aware, pausing by checkpoint and deferral.
+
+    The callable returns a `TrainingJob` (our loop), a `LightningJob` or an `HFTrainerJob`
+    (`carbon_sensors.integrations`): anything `Trainable`, each trained in the same carbon session.
 
     `strategy` names a strategy of `carbon_sensors.strategies` (built with `strategy_kwargs`) or is a factory
     `(source, zone, **strategy_kwargs) -> Strategy`. `checkpoint_dir` is a local folder or an object-storage
@@ -105,7 +108,7 @@ class CarbonAwareTrainingOperator(BaseOperator):
     def __init__(
         self,
         *,
-        training_callable: Callable[..., TrainingJob],
+        training_callable: Callable[..., Trainable],
         op_kwargs: Mapping[str, Any] | None = None,
         zone: str | None = None,
         carbon_conn_id: str | None = None,
@@ -142,7 +145,7 @@ class CarbonAwareTrainingOperator(BaseOperator):
         self.expected_duration = expected_duration
         self.resume_overhead = resume_overhead
         self.on_outage = on_outage
-        self._runner: TrainingRunner | None = None
+        self._session: CarbonSession | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
         target, strategy = self._setting(context, paused_since=None)
@@ -183,8 +186,8 @@ class CarbonAwareTrainingOperator(BaseOperator):
 
         Airflow calls this on SIGTERM (a worker shutting down, a task marked failed) as well.
         """
-        if self._runner is not None:
-            self._runner.stop()
+        if self._session is not None:
+            self._session.stop()
 
     # --- internals -------------------------------------------------------------------------------------
     def _setting(self, context: Context, *, paused_since: str | None) -> tuple[CarbonTarget, Strategy]:
@@ -216,8 +219,8 @@ class CarbonAwareTrainingOperator(BaseOperator):
         except CarbonAwareError as exc:
             self.log.warning("carbon data unavailable at start (%s); the strategy's fallback decides", exc)
 
-    def _job(self) -> TrainingJob:
-        from carbon_sensors.training import TrainingJob  # torch: only where a task trains
+    def _job(self) -> Trainable:
+        from carbon_sensors.training import Trainable  # torch: only where a task trains
 
         name = getattr(self.training_callable, "__qualname__", repr(self.training_callable))
         try:
@@ -226,9 +229,10 @@ class CarbonAwareTrainingOperator(BaseOperator):
             raise TrainingCallableError(
                 f"{self.task_id}: training_callable {name} raised {type(exc).__name__}: {exc}"
             ) from exc
-        if not isinstance(job, TrainingJob):
+        if not isinstance(job, Trainable):
             raise InvalidInputError(
-                f"training_callable {name} returned {type(job).__name__}; it must return a TrainingJob"
+                f"training_callable {name} returned {type(job).__name__}; it must return a TrainingJob, "
+                "LightningJob or HFTrainerJob (anything with total_steps() and train(session, resume_from))"
             )
         return job
 
@@ -242,24 +246,71 @@ class CarbonAwareTrainingOperator(BaseOperator):
         resume_from: str | None,
         deferrals: int,
     ) -> dict[str, Any]:
-        from carbon_sensors.training import TrainingRunner  # torch: only where a task trains
-
         store = CheckpointStore(self.checkpoint_dir, _run_key(context, self.task_id))
         with failing_bad_input(self.task_id):
             job = self._job()
-            expected = (
-                None
-                if self.expected_duration is None
-                else parse_duration(self.expected_duration, "expected_duration")
+            session = self._session = self._new_session(job, target, strategy, guard, store)
+        start = store.resume_point(resume_from)
+        try_number = getattr(context.get("ti"), "try_number", 1)
+        retry = isinstance(try_number, int) and try_number > 1
+        if retry and not store.remote and not any(store.local_dir.glob("checkpoint-*.pt")):
+            self.log.warning(
+                "try %s finds no checkpoint in %s: if an earlier try ran on another worker, its checkpoints "
+                "are on that worker's disk; use shared or object storage (s3://conn_id@bucket/prefix)",
+                try_number,
+                store.location,
             )
-            every = (
-                None
-                if self.checkpoint_every is None
-                else parse_duration(self.checkpoint_every, "checkpoint_every")
+        try:
+            result = job.train(session, start)
+        except Exception as exc:
+            raise TrainingCallableError(
+                f"{self.task_id}: training failed at step {session.steps_done} with "
+                f"{type(exc).__name__}: {exc}; last checkpoint in {store.location}"
+            ) from exc
+        finally:
+            session.close()
+        checkpoint = None if result.checkpoint_path is None else store.published(result.checkpoint_path)
+        if result.started_at_step:
+            self.log.info("resumed from the checkpoint at step %d", result.started_at_step)
+        if result.status == "paused":
+            assert result.paused_until is not None and checkpoint is not None
+            work = session.remaining_work().to_dict()
+            pause = _Pause(checkpoint, deferrals + 1, work, _paused_since(strategy), session.guard.to_state())
+            reason = "" if result.decision is None else result.decision.reason
+            self._defer(target, result.paused_until, f"step {result.steps_done}: {reason}", pause)
+        if result.status == "stopped":
+            raise AirflowException(
+                f"{self.task_id}: training stopped at step {result.steps_done}; checkpoint {checkpoint}"
             )
-        runner = self._runner = TrainingRunner(
-            job,
-            checkpoint_dir=store.local_dir,
+        return {
+            **result.to_dict(),
+            "checkpoint_path": checkpoint,
+            "timeline_path": store.timeline(),
+            "deferrals": deferrals,
+        }
+
+    def _new_session(
+        self,
+        job: Trainable,
+        target: CarbonTarget,
+        strategy: Strategy,
+        guard: DeadlineGuard,
+        store: CheckpointStore,
+    ) -> CarbonSession:
+        """The carbon session of one attempt, from the operator's parameters; it holds what the guard said."""
+        from carbon_sensors.training import CarbonSession, SessionSettings  # torch: only where a task trains
+
+        expected = (
+            None
+            if self.expected_duration is None
+            else parse_duration(self.expected_duration, "expected_duration")
+        )
+        every = (
+            None
+            if self.checkpoint_every is None
+            else parse_duration(self.checkpoint_every, "checkpoint_every")
+        )
+        settings = SessionSettings(
             strategy=strategy,
             zone=target.zone,
             intensity_source=target.source,
@@ -273,43 +324,9 @@ class CarbonAwareTrainingOperator(BaseOperator):
             expected_duration=None if expected is None else target.clock.grid_duration(expected),
             resume_overhead=guard.resume_overhead,
         )
-        runner.guard.restore(guard.to_state())  # what the guard said at the wake holds in the run
-        start = store.resume_point(resume_from)
-        try_number = getattr(context.get("ti"), "try_number", 1)
-        retry = isinstance(try_number, int) and try_number > 1
-        if retry and not store.remote and not any(store.local_dir.glob("checkpoint-*.pt")):
-            self.log.warning(
-                "try %s finds no checkpoint in %s: if an earlier try ran on another worker, its checkpoints "
-                "are on that worker's disk; use shared or object storage (s3://conn_id@bucket/prefix)",
-                try_number,
-                store.location,
-            )
-        try:
-            result = runner.run(resume_from=start)
-        except Exception as exc:
-            raise TrainingCallableError(
-                f"{self.task_id}: training failed at step {runner.steps_done} with "
-                f"{type(exc).__name__}: {exc}; last checkpoint in {store.location}"
-            ) from exc
-        checkpoint = None if result.checkpoint_path is None else store.published(result.checkpoint_path)
-        if result.started_at_step:
-            self.log.info("resumed from the checkpoint at step %d", result.started_at_step)
-        if result.status == "paused":
-            assert result.paused_until is not None and checkpoint is not None
-            work = runner.remaining_work().to_dict()
-            pause = _Pause(checkpoint, deferrals + 1, work, _paused_since(strategy), runner.guard.to_state())
-            reason = "" if result.decision is None else result.decision.reason
-            self._defer(target, result.paused_until, f"step {result.steps_done}: {reason}", pause)
-        if result.status == "stopped":
-            raise AirflowException(
-                f"{self.task_id}: training stopped at step {result.steps_done}; checkpoint {checkpoint}"
-            )
-        return {
-            **result.to_dict(),
-            "checkpoint_path": checkpoint,
-            "timeline_path": store.timeline(),
-            "deferrals": deferrals,
-        }
+        session = CarbonSession(store.local_dir, settings, total_steps=job.total_steps())
+        session.guard.restore(guard.to_state())  # what the guard said at the wake holds in the run
+        return session
 
     def _defer(self, target: CarbonTarget, until: pd.Timestamp, reason: str, pause: _Pause) -> NoReturn:
         """Free the worker until grid time `until`; the checkpoint's path travels in the deferral kwargs."""

@@ -202,6 +202,7 @@ class CarbonSession:
         self._checkpoint_step = -1
         self._last_loss: Any = None
         self._ended: TrainingResult | None = None
+        self._closed = False
         self._key = f"session-{id(self)}"
         self._window_clock = pd.Timestamp(0, tz="UTC")
         self._window_mono = 0.0
@@ -456,6 +457,9 @@ class CarbonSession:
 
     def close(self) -> None:
         """Release the monitor and the SIGTERM handler; an attempt never ended counts as "failed"."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             if self.ledger is not None and self._ended is None:
                 self._close_window()
