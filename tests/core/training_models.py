@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from carbon_sensors.decision import Decision
+from carbon_sensors.providers.trace import TraceProvider
 from carbon_sensors.training import TrainingJob
 
 START = pd.Timestamp("2023-06-01T00:00Z")
@@ -104,3 +105,37 @@ class AlwaysPause:
 
 def parameters(job: TrainingJob) -> list[torch.Tensor]:
     return [p.detach().clone() for p in job.model.parameters()]
+
+
+class StepMeter:
+    """An energy meter the training loop drives: `joules_per_step` each `advance()`, so totals are exact."""
+
+    def __init__(self, joules_per_step: float = 2.0) -> None:
+        self.joules_per_step, self.joules = joules_per_step, 0.0
+
+    def advance(self) -> None:
+        self.joules += self.joules_per_step
+
+    def devices(self) -> dict[str, str]:
+        return {"cpu": "step-meter"}
+
+    def read_joules(self) -> dict[str, float]:
+        return {"cpu": self.joules}
+
+    def notes(self) -> list[str]:
+        return []
+
+    def close(self) -> None:
+        self.closed = True
+
+
+DIRTY_HOURS = (2, 5)  # of the replayed trace below: training meets the dirty grid twice
+
+
+def dirty_clean_trace(hours: int = 12) -> TraceProvider:
+    """A replayed hourly trace of zone "XX" around START: clean (150 g) but for DIRTY_HOURS (450 g) after START."""
+    from carbon_sensors.signal import make_signal
+
+    index = pd.date_range(START - pd.Timedelta(hours=3), periods=hours + 3, freq="1h")
+    values = pd.Series([450.0 if h - 3 in DIRTY_HOURS else 150.0 for h in range(hours + 3)], index=index)
+    return TraceProvider(signals={"XX": make_signal(values, zone="XX", source="dirty-clean replay")})
