@@ -187,7 +187,7 @@ class CarbonSession:
         self.steps_done = 0
         self.epoch = 0
         self.step_times = StepTimes(prior=s.estimated_step_seconds)  # clock (grid) seconds
-        self.worked = timedelta(0)  # clock time spent in steps, across resumes
+        self._worked_ns = 0  # clock time spent in steps, across resumes
         self.epochs: list[dict[str, Any]] = []
         self._epoch_energy = {"joules": 0.0, "seconds": 0.0, "steps": 0}
         # this attempt
@@ -196,7 +196,7 @@ class CarbonSession:
         self._flags = 0
         self._polled_at_step = -1
         self._next_decision: pd.Timestamp | None = None
-        self._step_started = pd.Timestamp(0, tz="UTC")
+        self._step_started = 0  # ns of the clock: per-step arithmetic stays on ints (a step may be ~1 ms)
         self._last_checkpoint_mono = time.monotonic()
         self._checkpoint: Path | None = None
         self._checkpoint_step = -1
@@ -206,6 +206,11 @@ class CarbonSession:
         self._key = f"session-{id(self)}"
         self._window_clock = pd.Timestamp(0, tz="UTC")
         self._window_mono = 0.0
+
+    @property
+    def worked(self) -> timedelta:
+        """Clock time spent in steps, across resumes (not pauses, not decisions)."""
+        return timedelta(microseconds=self._worked_ns / 1000)
 
     @property
     def timeline_path(self) -> Path:
@@ -263,7 +268,7 @@ class CarbonSession:
             self._sigterm = _SigtermScope(self._stop)
             self._sigterm.install()
         self._last_checkpoint_mono = time.monotonic()
-        self._step_started = now
+        self._step_started = now.value
         self._next_decision = now if self.step_times.known else None
         self._open_window()
 
@@ -275,9 +280,10 @@ class CarbonSession:
         """
         self._require_running()
         now = self.clock()
-        self.step_times.add((now - self._step_started).total_seconds())
-        self.worked += now - self._step_started
-        self._step_started = now
+        took = now.value - self._step_started
+        self.step_times.add(took / 1e9)
+        self._worked_ns += took
+        self._step_started = now.value
         self.steps_done += 1
         self._epoch_energy["steps"] += 1
         if loss is not None:
@@ -309,7 +315,9 @@ class CarbonSession:
                 flags |= _STOP
             elif self._next_decision is not None and now >= self._next_decision:
                 decision = self._decide(now)
-                self._next_decision = self.clock() + timedelta(seconds=self.settings.decision_refresh_seconds)
+                decided = self.clock()
+                self._step_started = decided.value  # a slow decision (a provider's retries) is not step time
+                self._next_decision = decided + timedelta(seconds=self.settings.decision_refresh_seconds)
                 if decision.action is not Action.RUN and decision.until is not None:
                     flags, until_ns = flags | _HOLD, decision.until.value
             if self._window_due(now):
@@ -327,7 +335,6 @@ class CarbonSession:
         if flags & _WINDOW and not flags & _CHECKPOINT:
             self._close_window()
             self._open_window()
-        self._step_started = self.clock()  # a slow decision (a provider's retries) is not step time
 
     def _decide(self, now: pd.Timestamp) -> Decision:
         assert self.ledger is not None
@@ -374,7 +381,7 @@ class CarbonSession:
         assert self.ledger is not None
         return {
             "progress": {"steps_done": self.steps_done, "epoch": self.epoch,
-                         "step_times": self.step_times.to_list(), "worked_seconds": self.worked.total_seconds(),
+                         "step_times": self.step_times.to_list(), "worked_seconds": self._worked_ns / 1e9,
                          "epoch_energy": dict(self._epoch_energy)},
             "deadline_guard": self.guard.to_state(),
             "epochs": list(self.epochs),
@@ -412,7 +419,8 @@ class CarbonSession:
 
     def _periodic_checkpoint_due(self) -> bool:
         every_steps, every = self.settings.checkpoint_every_steps, self.settings.checkpoint_every
-        by_steps = every_steps is not None and self.steps_done % every_steps == 0
+        fresh = self.steps_done != self._checkpoint_step and self.steps_done > 0
+        by_steps = fresh and every_steps is not None and self.steps_done % every_steps == 0
         elapsed = time.monotonic() - self._last_checkpoint_mono
         return by_steps or (every is not None and elapsed >= every.total_seconds())
 
@@ -434,7 +442,7 @@ class CarbonSession:
         self.ledger.end_pause(now)
         self._open_window()
         self.step_times.restart()
-        self._step_started = now
+        self._step_started = now.value
         self._hold, self._flags = None, self._flags & ~_HOLD
         self._next_decision = now
         self._polled_at_step = -1
@@ -535,7 +543,7 @@ class CarbonSession:
         """`measure_every_seconds` of clock (grid) time have passed, and at least a second of wall time (or
         `measure_every_seconds` if shorter), since energy counters update only about every 100 ms."""
         every = self.settings.measure_every_seconds
-        grid = (now - self._window_clock).total_seconds()
+        grid = (now.value - self._window_clock.value) / 1e9
         wall = time.monotonic() - self._window_mono
         return grid >= every and wall >= min(every, 1.0)
 
@@ -617,7 +625,7 @@ class CarbonSession:
             progress = state["progress"]
             self.steps_done, self.epoch = int(progress["steps_done"]), int(progress["epoch"])
             self.step_times = StepTimes(progress["step_times"], prior=self.settings.estimated_step_seconds)
-            self.worked = timedelta(seconds=float(progress["worked_seconds"]))
+            self._worked_ns = round(float(progress["worked_seconds"]) * 1e9)
             self._epoch_energy = {k: float(v) for k, v in progress["epoch_energy"].items()}
             self._epoch_energy["steps"] = int(self._epoch_energy.get("steps", 0))
             self.guard.restore(state["deadline_guard"])
