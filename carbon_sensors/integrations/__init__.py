@@ -1,0 +1,1 @@
+"""Carbon-aware training inside the frameworks people already use (Lightning, Hugging Face, MLflow)."""
