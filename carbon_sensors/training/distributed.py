@@ -161,14 +161,18 @@ class TorchDistributedSync:
 
     def total(self, measured: Measurement) -> Measurement:
         """Every rank's window gathered on rank 0 and joined once (`join_windows`); others get their own."""
-        window = self.window(measured)
         if self.world_size == 1:
-            return join_windows([window])
+            return self.own(measured)
         gathered: list[Any] | None = [None] * self.world_size if self.is_writer else None
-        dist.gather_object(window, gathered, dst=self._writer, group=self._group)
+        dist.gather_object(self.window(measured), gathered, dst=self._writer, group=self._group)
         if gathered is None:
             return measured
         return join_windows([w for w in gathered if isinstance(w, RankWindow)])
+
+    def own(self, measured: Measurement) -> Measurement:
+        """This rank's window alone, named as `total` names it, without a collective (for a failed attempt:
+        its peers may never reach the matching call, and a gather would wait for the group's timeout)."""
+        return join_windows([self.window(measured)])
 
     def window(self, measured: Measurement) -> RankWindow:
         """This rank's window, with what each device physically is (`device_identity`)."""

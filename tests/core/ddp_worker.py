@@ -181,13 +181,15 @@ def sync_checks(rank: int) -> dict[str, Any]:
     )  # fmt: skip
     joined = sync.total(window)
     apart = TorchDistributedSync(host=f"node{rank}").total(window)  # as if each rank had a host of its own
+    alone = sync.own(window).joules if rank == 1 else None  # no collective: rank 1 alone calls it
     flags = [0, 0]
     started = time.perf_counter()
     for _ in range(200):
         flags = sync.agree(flags)
     per_agree = (time.perf_counter() - started) / 200
     return {"agreed": agreed, "joined": joined.joules, "joined_sources": joined.sources,
-            "joined_seconds": joined.seconds, "apart": apart.joules, "agree_seconds": per_agree}  # fmt: skip
+            "joined_seconds": joined.seconds, "apart": apart.joules, "alone": alone,
+            "agree_seconds": per_agree}  # fmt: skip
 
 
 def launch_1(rank: int, root: Path) -> dict[str, Any]:

@@ -112,6 +112,9 @@ def test_sync_broadcasts_the_writers_values_and_joins_each_ranks_window_once(lau
     # ranks on hosts of their own each count their host's package and RAM
     assert checks["apart"]["rank1:cpu:package-0"] == 10.0 and checks["apart"]["rank1:ram"] == 3.0
     assert launches(1, 1)["checks"]["joined"]["cuda:0"] == 2.0  # a non-writer gets its own window back
+    assert launches(1, 1)["checks"]["alone"] == {
+        "rank1:cuda:0": 2.0, "rank1:cpu": 0.5, "rank1:cpu:package-0": 10.0, "rank1:ram": 3.0,
+    }  # fmt: skip
 
 
 def test_uninterrupted_two_rank_run_trains_in_step(launches: Launches) -> None:
