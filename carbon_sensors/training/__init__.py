@@ -6,6 +6,7 @@ torch.
 """
 
 from carbon_sensors.training.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from carbon_sensors.training.distributed import TorchDistributedSync
 from carbon_sensors.training.job import TrainingJob, TrainingResult
 from carbon_sensors.training.runner import TrainingRunner
 from carbon_sensors.training.session import CarbonSession, SessionSettings, carbon_session
@@ -14,6 +15,7 @@ from carbon_sensors.training.trainable import Trainable
 __all__ = [
     "CarbonSession",
     "SessionSettings",
+    "TorchDistributedSync",
     "Trainable",
     "TrainingJob",
     "TrainingResult",

@@ -4,7 +4,8 @@ A job of N ranks must pause at the same step, close energy windows at the same s
 checkpoint, or the collectives of the next step hang. The session therefore decides on the writer rank
 (rank 0) only and hands its few integers to `agree`, which every rank calls once per step; energy is
 measured on every rank and `total` sums it once, on the writer. `LocalSync` is the one-process case;
-`carbon_sensors.training.distributed.TorchDistributedSync` the torch.distributed one.
+`carbon_sensors.training.distributed.TorchDistributedSync` the torch.distributed one, which a session
+picks by itself (`default_sync`) when a process group is initialised.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ class RankSync(Protocol):
         """Every rank's window, joined once (devices kept apart by rank); meaningful on the writer only."""
         ...
 
+    def own(self, measured: Measurement) -> Measurement:
+        """This rank's window alone, named as `total` names it, without a collective (a failed attempt's)."""
+        ...
+
 
 class LocalSync:
     """One process: it is the writer, and what it decides and measures is the total."""
@@ -42,4 +47,7 @@ class LocalSync:
         return values
 
     def total(self, measured: Measurement) -> Measurement:
+        return measured
+
+    def own(self, measured: Measurement) -> Measurement:
         return measured

@@ -44,7 +44,7 @@ class TrainingRunner:
     :param job: the model, optimizer, data and loss.
     :param checkpoint_dir: the local folder of the job's checkpoints and emissions timeline.
     :param session: the session to train in (instead of `checkpoint_dir` and `settings`).
-    :param sync: how the ranks of a distributed job agree (default: one process).
+    :param sync: how the ranks of a distributed job agree (default: `default_sync()`, see the session).
     :param settings: `SessionSettings` by name (strategy, zone, deadline, checkpoint_every, ...).
     """
 

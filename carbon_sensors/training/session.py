@@ -51,8 +51,9 @@ from carbon_sensors.training.checkpoint import (
     load_newest,
     save_checkpoint,
 )
+from carbon_sensors.training.distributed import default_sync
 from carbon_sensors.training.job import TrainingResult
-from carbon_sensors.training.ranks import LocalSync, RankSync
+from carbon_sensors.training.ranks import RankSync
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +160,8 @@ class CarbonSession:
     :param checkpoint_dir: the job's local folder: checkpoints (`checkpoint-<step>.pt`) and the timeline.
     :param settings: how it decides, measures and checkpoints.
     :param total_steps: the job's length in steps, when known (the deadline guard needs the work left).
-    :param sync: how the ranks of a distributed job agree (default: one process).
+    :param sync: how the ranks of a distributed job agree (default: `default_sync()` when the session
+        begins: the torch.distributed group if one is initialised, else one process).
     """
 
     def __init__(
@@ -173,7 +175,7 @@ class CarbonSession:
         self.settings = s = settings if settings is not None else SessionSettings()
         self.checkpoint_dir = Path(checkpoint_dir)
         self.total_steps = total_steps
-        self.sync: RankSync = sync if sync is not None else LocalSync()
+        self._sync = sync  # resolved in begin(): Lightning and HF start their process groups late
         self.deadline = None if s.deadline is None else require_utc(s.deadline, "deadline")
         self.guard = DeadlineGuard(self.deadline, resume_overhead=s.resume_overhead)
         self.clock: Callable[[], pd.Timestamp] = s.clock if s.clock is not None else utcnow
@@ -206,6 +208,13 @@ class CarbonSession:
         self._key = f"session-{id(self)}"
         self._window_clock = pd.Timestamp(0, tz="UTC")
         self._window_mono = 0.0
+
+    @property
+    def sync(self) -> RankSync:
+        """How the ranks agree: the one given, else `default_sync()` from begin() on."""
+        if self._sync is None:
+            raise InvalidInputError("the session has not begun: call resume() or begin() first")
+        return self._sync
 
     @property
     def worked(self) -> timedelta:
@@ -255,11 +264,19 @@ class CarbonSession:
         """
         if self.ledger is not None:
             raise InvalidInputError("this session has begun already; use a new session per attempt")
+        if self._sync is None:
+            self._sync = default_sync()
         if carbon_state is None:
             self._start_ledger(keep_timeline=not fresh)
         else:
             self._restore(carbon_state, source)
         assert self.ledger is not None
+        (writer_step,) = self.sync.agree([self.steps_done])
+        if writer_step != self.steps_done:
+            raise CheckpointError(
+                f"this rank resumed at step {self.steps_done}, the writer rank at step {writer_step}: "
+                "checkpoint_dir must be storage every rank reads (a shared folder or object storage)"
+            )
         if self._monitor is None:
             self._monitor, self._own_monitor = PowerMonitor(), True
         now = self.clock()
@@ -470,8 +487,13 @@ class CarbonSession:
         self._closed = True
         try:
             if self.ledger is not None and self._ended is None:
-                self._close_window()
-                self.ledger.end_attempt("failed")
+                # this rank's energy only: the other ranks may never reach a collective again
+                measured = self.sync.own(self.monitor.end_window(self._key))
+                if self.sync.is_writer:
+                    self.ledger.add_energy(
+                        self._window_clock, self.clock(), measured.joules, measured.sources
+                    )
+                    self.ledger.end_attempt("failed")
         finally:
             self._release()
 
