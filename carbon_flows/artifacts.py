@@ -28,38 +28,15 @@ from prefect.artifacts import update_progress_artifact as _update_progress
 from prefect.context import FlowRunContext
 
 from carbon_sensors import charts
-from carbon_sensors.emissions import read_jsonl
+from carbon_sensors.emissions import REPORT_FIELDS, read_jsonl
 from carbon_sensors.errors import InvalidInputError
 from carbon_sensors.redact import redact, redact_value
 from carbon_sensors.units import duration_scale, energy_scale, mass_scale, rounded, significant
 
 _KEY = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 TRAINING_TAG = "carbon-aware:training:"
-# Report rows in reading order: field, label, base unit (shown scaled to the value's size).
-REPORT_ROWS: tuple[tuple[str, str, str], ...] = (
-    ("zone", "Grid zone", ""),
-    ("kind", "Signal kind", ""),
-    ("energy_kwh", "Energy", "kWh"),
-    ("energy_kwh_with_pue", "Energy with PUE", "kWh"),
-    ("pue", "PUE", ""),
-    ("emissions_g", "Emissions", "gCO2eq"),
-    ("avg_intensity", "Average intensity", "gCO2eq/kWh"),
-    ("run_now_emissions_g", "Emissions if run immediately", "gCO2eq"),
-    ("avoided_g", "Avoided emissions", "gCO2eq"),
-    ("active_seconds", "Active time", "s"),
-    ("paused_seconds", "Paused time", "s"),
-    ("pauses", "Pauses", ""),
-    ("intensity_sources", "Intensity sources", ""),
-    ("power_sources", "Power sources", ""),
-    ("energy_kwh_by_device", "Energy by device", "kWh"),
-    ("submitted_at", "Submitted", "UTC"),
-    ("started_at", "Started", "UTC"),
-    ("finished_at", "Finished", "UTC"),
-    ("intervals", "Measured intervals", ""),
-    ("fallbacks", "Fallbacks", ""),
-    ("attempts", "Attempts", ""),
-    ("crashed_attempts", "Crashed attempts", ""),
-)
+# Report rows in reading order: field, label, base unit (shown scaled to the value's size), as the CLI's.
+REPORT_ROWS = REPORT_FIELDS
 _SCALES = {"kWh": energy_scale, "gCO2eq": mass_scale, "s": duration_scale}
 
 

@@ -38,7 +38,7 @@ from carbon_sensors.errors import CarbonAwareError
 from carbon_sensors.providers.base import IntensitySource
 from carbon_sensors.replay import GridClock
 from carbon_sensors.signal import UNIT, IntensitySignal
-from carbon_sensors.units import energy_text, mass_text
+from carbon_sensors.units import duration_text, energy_text, mass_text
 
 RUNS_PATH = "runs"
 RUN_PATH = RUN_PAGE
@@ -197,7 +197,7 @@ def runs_page(session: SessionDep, dag_id: DagId, task_id: TaskId = None, limit:
         f'<tr><td><a href="{html.escape(r.url)}" target="_top">{html.escape(r.run_id)}</a></td>'
         f"<td>{html.escape(r.task_id)}</td><td>{html.escape(r.status)}</td><td>{html.escape(str(r.zone))}</td>"
         f"<td>{mass_text(r.emissions_g)}</td><td>{mass_text(r.avoided_g)}</td><td>{energy_text(r.energy_kwh)}</td>"
-        f"<td>{r.pauses} ({r.paused_seconds / 3600:.1f} h)</td></tr>"
+        f"<td>{r.pauses} ({duration_text(r.paused_seconds)})</td></tr>"
         for r in rows
     )
     body = (

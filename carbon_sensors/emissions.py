@@ -13,7 +13,7 @@ import math
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +27,7 @@ from carbon_sensors.errors import CarbonAwareError, InvalidInputError, TraceErro
 from carbon_sensors.providers.base import IntensitySource
 from carbon_sensors.signal import UNIT, IntensitySignal, SignalKind
 from carbon_sensors.timeutil import parse_utc, require_utc
+from carbon_sensors.units import quantity_text
 from carbon_sensors.validation import intensity_problem, short_repr
 
 log = logging.getLogger(__name__)
@@ -667,3 +668,52 @@ def _pause_record(p: PauseRecord) -> dict[str, Any]:
         "until": None if p.until is None else p.until.isoformat(),
         "reason": p.reason,
     }
+
+
+# The report's fields for people, in reading order: field, label, base unit (shown scaled to its size).
+REPORT_FIELDS: tuple[tuple[str, str, str], ...] = (
+    ("zone", "Grid zone", ""),
+    ("kind", "Signal kind", ""),
+    ("energy_kwh", "Energy", "kWh"),
+    ("energy_kwh_with_pue", "Energy with PUE", "kWh"),
+    ("pue", "PUE", ""),
+    ("emissions_g", "Emissions", "gCO2eq"),
+    ("avg_intensity", "Average intensity", "gCO2eq/kWh"),
+    ("run_now_emissions_g", "Emissions if run immediately", "gCO2eq"),
+    ("avoided_g", "Avoided emissions", "gCO2eq"),
+    ("active_seconds", "Active time", "s"),
+    ("paused_seconds", "Paused time", "s"),
+    ("pauses", "Pauses", ""),
+    ("intensity_sources", "Intensity sources", ""),
+    ("power_sources", "Power sources", ""),
+    ("energy_kwh_by_device", "Energy by device", "kWh"),
+    ("submitted_at", "Submitted", "UTC"),
+    ("started_at", "Started", "UTC"),
+    ("finished_at", "Finished", "UTC"),
+    ("intervals", "Measured intervals", ""),
+    ("fallbacks", "Fallbacks", ""),
+    ("attempts", "Attempts", ""),
+    ("crashed_attempts", "Crashed attempts", ""),
+)
+
+
+def report_lines(report: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """A report (`EmissionsReport.to_dict()`) as (label, text) for people: Wh or kWh, gCO2eq or kgCO2eq,
+    s/min/h to 3 significant digits; JSON keeps full precision. Fields it does not know follow by name."""
+    lines = [(label, _field_text(report.get(name), unit)) for name, label, unit in REPORT_FIELDS]
+    known = {name for name, _, _ in REPORT_FIELDS} | {"unit"}
+    return lines + [(name, _field_text(report[name], "")) for name in sorted(set(report) - known)]
+
+
+def _field_text(value: Any, unit: str) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}: {_field_text(v, unit)}" for k, v in value.items()) or "-"
+    if isinstance(value, list | tuple):
+        return "; ".join(_field_text(v, "") for v in value) or "-"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)  # times are ISO 8601 with their +00:00
+    if unit in ("", "UTC"):
+        return str(value) if isinstance(value, int) else f"{value:g}"
+    return quantity_text(float(value), unit)

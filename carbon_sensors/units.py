@@ -57,3 +57,19 @@ def energy_text(kwh: float) -> str:
 def mass_text(grams: float) -> str:
     factor, unit = mass_scale(grams)
     return f"{significant(grams * factor)} {unit}"
+
+
+def duration_text(seconds: float) -> str:
+    factor, unit = duration_scale(seconds)
+    return f"{significant(seconds * factor)} {unit}"
+
+
+def intensity_text(g_per_kwh: float) -> str:
+    """An intensity to one decimal: grid intensities run from ~10 to ~900 gCO2eq/kWh."""
+    return f"{g_per_kwh:.1f} gCO2eq/kWh"
+
+
+def quantity_text(value: float, unit: str) -> str:
+    """`value` given in `unit` (kWh, gCO2eq, s, gCO2eq/kWh) as text in the unit of its size."""
+    shown = {"kWh": energy_text, "gCO2eq": mass_text, "s": duration_text, "gCO2eq/kWh": intensity_text}
+    return shown[unit](value) if unit in shown else f"{significant(value)} {unit}".rstrip()

@@ -23,6 +23,7 @@ from airflow.sdk import DAG, task
 
 from carbon_operators.sensors import CarbonIntensitySensor
 from carbon_operators.training import CarbonAwareTrainingOperator
+from carbon_sensors.units import duration_text, energy_text, intensity_text, mass_text
 
 if TYPE_CHECKING:
     from carbon_sensors.training import TrainingJob
@@ -118,14 +119,17 @@ with DAG(
 
     @task
     def report(training: dict[str, Any]) -> dict[str, Any]:
-        """Print the emissions report and hand on the headline numbers."""
+        """Print the emissions report in units people read (Wh/kWh, g/kgCO2eq, 3 significant digits) and hand
+        on the headline numbers at full precision."""
         r = training["report"]
+        intensity = "-" if r["avg_intensity"] is None else intensity_text(r["avg_intensity"])
         lines = [
             f"zone {r['zone']} ({r['kind']} intensity, {r['unit']})",
-            f"energy          {r['energy_kwh']:.6f} kWh ({r['energy_kwh_with_pue']:.6f} kWh with PUE {r['pue']})",
-            f"emissions       {r['emissions_g']:.3f} gCO2eq at {r['avg_intensity']:.1f} {r['unit']} on average",
-            f"run-now twin    {r['run_now_emissions_g']:.3f} gCO2eq; avoided {r['avoided_g']:.3f} gCO2eq",
-            f"paused          {r['pauses']} time(s), {r['paused_seconds'] / 3600:.1f} h of grid time",
+            f"energy          {energy_text(r['energy_kwh'])} "
+            f"({energy_text(r['energy_kwh_with_pue'])} with PUE {r['pue']:g})",
+            f"emissions       {mass_text(r['emissions_g'])} at {intensity} on average",
+            f"run-now twin    {mass_text(r['run_now_emissions_g'])}; avoided {mass_text(r['avoided_g'])}",
+            f"paused          {r['pauses']} time(s), {duration_text(r['paused_seconds'])} of grid time",
             f"training        {training['steps_done']} steps, {training['epoch']} epochs, "
             f"{training['deferrals']} deferral(s); checkpoint {training['checkpoint_path']}",
             f"data sources    intensity: {', '.join(r['intensity_sources'])}; power: {', '.join(r['power_sources'])}",

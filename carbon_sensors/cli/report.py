@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from carbon_sensors.cli.output import print_json, print_table
-from carbon_sensors.emissions import read_jsonl
+from carbon_sensors.emissions import read_jsonl, report_lines
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -14,7 +14,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
         "report", parents=[common], help="recompute an emissions report from a run's emissions.jsonl"
     )
     report.add_argument("timeline", help="the run's timeline, e.g. <checkpoint_dir>/emissions.jsonl")
-    report.add_argument("--json", action="store_true", help="print JSON")
+    report.add_argument("--json", action="store_true", help="print JSON (full precision, kWh and gCO2eq)")
     report.set_defaults(handler=run_report)
 
 
@@ -23,16 +23,6 @@ def run_report(args: argparse.Namespace) -> int:
     if args.json:
         print_json(doc)
         return 0
-    rows = [{"field": key, "value": _text(value)} for key, value in doc.items()]
-    print_table(rows, ["field", "value"])
+    rows = [{"field": label, "value": text} for label, text in report_lines(doc)]
+    print_table(rows, ["field", "value"])  # units for people; --json keeps full precision
     return 0
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, list):
-        return "; ".join(str(v) for v in value) or "-"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}" for k, v in value.items())
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return "-" if value is None else str(value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -40,6 +41,19 @@ def test_report_table_and_bad_file(tmp_path: Path, capsys: pytest.CaptureFixture
     _write_timeline(timeline)
     assert main(["report", str(timeline)]) == 0
     table = capsys.readouterr().out
-    assert "emissions_g" in table and "electricitymaps-2023:lifecycle" in table
+    assert "electricitymaps-2023:lifecycle" in table
+    assert main(["report", str(timeline), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)  # full precision
+    # people read units: 1 kWh as kWh, 1.2 kWh with PUE, grams of CO2eq to 3 significant digits, hours
+    rows = dict(re.findall(r"^(\S.*?\S)\s{2,}(\S.*?)\s*$", table, flags=re.MULTILINE))
+    assert rows["Energy"] == "1.00 kWh" and rows["Energy with PUE"] == "1.20 kWh"
+    assert rows["Energy by device"] == "cpu: 1.00 kWh"
+    grams = doc["emissions_g"]
+    assert 100 < grams < 1000 and grams != round(grams, 1)
+    assert rows["Emissions"] == f"{grams:.0f} gCO2eq"
+    assert rows["Average intensity"] == f"{doc['avg_intensity']:.1f} gCO2eq/kWh"
+    assert rows["Active time"] == "2.00 h" and rows["Pauses"] == "0" and rows["Paused time"] == "0 s"
+    assert rows["Grid zone"] == "DE" and rows["PUE"] == "1.2"
+    assert str(doc["emissions_g"]) not in table  # no raw float for people
     assert main(["report", str(tmp_path / "missing.jsonl")]) == 2
     assert "cannot read emissions timeline" in capsys.readouterr().err

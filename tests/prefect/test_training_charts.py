@@ -20,12 +20,13 @@ from prefect.client.schemas.objects import Artifact as ArtifactResponse
 from carbon_flows.artifacts import LiveProgress
 from carbon_flows.training import carbon_aware_training
 from carbon_sensors import charts
-from carbon_sensors.emissions import read_jsonl
+from carbon_sensors.emissions import read_jsonl, report_lines
 from carbon_sensors.replay import Replay
 
 REPO = Path(__file__).resolve().parents[2]
 JOB = f"{REPO / 'flows' / 'carbon_training.py'}:tiny_regression_job"
 GREEN = pd.Timestamp("2023-06-02T11:00Z")  # DE ~155 gCO2eq/kWh
+ROW = re.compile(r"^\| ([^|]+?) \| ([^|]*?) \| ([^|]*?) \|$", re.MULTILINE)
 CHART = re.compile(r"!\[([^\]]*)\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)")
 
 
@@ -60,6 +61,21 @@ def own_chart(result: dict[str, Any]) -> bytes:
     return charts.run_chart(ledger, epochs, title="DE: intensity while training, energy per epoch")
 
 
+def check_units(markdown: str, report: dict[str, Any]) -> None:
+    """The report artifact shows energy, emissions and times as the CLI report does: 3 significant digits in
+    a unit of their size (a tiny job: Wh and grams); the flow's result keeps the full-precision floats."""
+    shown = {label: (value, unit) for label, value, unit in ROW.findall(markdown)}
+    texts = dict(report_lines(report))
+    for label in ("Energy", "Energy with PUE", "Emissions", "Emissions if run immediately", "Avoided emissions",
+                  "Average intensity", "Active time", "Paused time"):  # fmt: skip
+        value, unit = shown[label]
+        assert f"{value} {unit}" == texts[label], label
+    assert shown["Energy"][1] == "Wh" and shown["Emissions"][1] == "gCO2eq"
+    assert len(shown["Emissions"][0].replace(".", "").lstrip("0")) == 3  # 3 significant digits
+    for key in ("energy_kwh", "emissions_g"):
+        assert repr(report[key]) not in markdown and len(repr(report[key])) > 8  # the result: full precision
+
+
 def test_each_run_reports_a_chart_of_its_own_data_under_its_own_keys(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -76,6 +92,7 @@ def test_each_run_reports_a_chart_of_its_own_data_under_its_own_keys(
         png = base64.b64decode(encoded)
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
         assert png == own_chart(state.result()), "the chart is not drawn from this run's timeline"
+        check_units(markdown, state.result()["report"])
         charts_seen.append(png)
     assert charts_seen[0] != charts_seen[1]  # two runs, two timelines, two pictures
     assert not set(first_found) & set(second_found)

@@ -16,6 +16,9 @@ import pytest
 from airflow_e2e_support import load_dag, replay_env, xcoms
 
 from carbon_sensors import embedded
+from carbon_sensors.emissions import EmissionsLedger, IntensityLookup
+from carbon_sensors.providers.trace import TraceProvider
+from carbon_sensors.units import energy_text, mass_text
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +29,7 @@ def use_env(monkeypatch: pytest.MonkeyPatch, values: dict[str, str]) -> None:
 
 
 def test_nightly_retraining_holds_trains_pauses_resumes_and_reports(
-    airflow_db: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    airflow_db: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     use_env(
         monkeypatch,
@@ -84,12 +87,60 @@ def test_nightly_retraining_holds_trains_pauses_resumes_and_reports(
     assert pd.Timestamp(report["finished_at"]) >= pd.Timestamp("2023-10-20T22:00Z")  # resumed after the pause
 
     summary = values["report"]
+    check_report_text(load_dag("carbon_nightly_retraining.py"), train, capsys)
     assert summary == {
         "emissions_g": report["emissions_g"],
         "avoided_g": report["avoided_g"],
         "pauses": report["pauses"],
         "deferrals": train["deferrals"],
     }
+
+
+def check_report_text(dag: Any, training: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> str:
+    """The DAG's report task prints units people read and hands on the XCom's numbers at full precision."""
+    capsys.readouterr()
+    summary = dag.get_task("report").python_callable(training)
+    printed = capsys.readouterr().out
+    r = training["report"]
+    assert summary["emissions_g"] == r["emissions_g"] and summary["avoided_g"] == r["avoided_g"]
+    lines = {line.split()[0]: line for line in printed.splitlines()[1:]}
+    assert lines["energy"].split(None, 1)[1] == (
+        f"{energy_text(r['energy_kwh'])} ({energy_text(r['energy_kwh_with_pue'])} with PUE {r['pue']:g})"
+    )
+    assert lines["emissions"].split(None, 1)[1] == (
+        f"{mass_text(r['emissions_g'])} at {r['avg_intensity']:.1f} gCO2eq/kWh on average"
+    )
+    assert f"avoided {mass_text(r['avoided_g'])}" in lines["run-now"]
+    for number in (r["energy_kwh"], r["emissions_g"], r["avoided_g"], r["run_now_emissions_g"]):
+        assert repr(number) not in printed and f"{number:.6f}" not in printed  # no raw floats
+    return printed
+
+
+def test_nightly_report_task_prints_wh_and_grams_to_three_digits(capsys: pytest.CaptureFixture[str]) -> None:
+    """A report of Wh and grams (the XCom shape, from recorded DE intensities) as the report task shows it."""
+    start = pd.Timestamp("2023-06-01T00:00Z")
+    lookup = IntensityLookup(TraceProvider(), "DE", refetch_seconds=0)
+    ledger = EmissionsLedger(zone="DE", submitted_at=start, pue=1.1, lookup=lookup)
+    ledger.add_energy(start, start + pd.Timedelta(hours=1), {"cpu": 5400.0}, {"cpu": "rapl"})  # 1.5 Wh
+    ledger.begin_pause(start + pd.Timedelta(hours=1), start + pd.Timedelta(hours=3), "grid is dirty")
+    ledger.end_pause(start + pd.Timedelta(hours=3, minutes=30))
+    ledger.add_energy(
+        start + pd.Timedelta(hours=4), start + pd.Timedelta(hours=5), {"cpu": 5400.0}, {"cpu": "rapl"}
+    )
+    report = json.loads(json.dumps(ledger.report().to_dict()))  # as XCom carries it
+    training = {
+        "report": report,
+        "steps_done": 1710,
+        "epoch": 30,
+        "deferrals": 1,
+        "checkpoint_path": "ckpt.pt",
+    }
+    printed = check_report_text(load_dag("carbon_nightly_retraining.py"), training, capsys)
+    assert report["energy_kwh"] == pytest.approx(0.003)
+    assert "  energy          3.00 Wh (3.30 Wh with PUE 1.1)\n" in printed
+    assert "  paused          1 time(s), 2.50 h of grid time\n" in printed
+    grams = report["emissions_g"]
+    assert 0.1 < grams < 10 and f"emissions       {grams:.3g} gCO2eq at " in printed
 
 
 def test_batch_etl_runs_its_heavy_stage_in_the_planned_window(

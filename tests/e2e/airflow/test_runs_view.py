@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from carbon_operators.plugin import app
 from carbon_operators.views import run_url
+from carbon_sensors.units import duration_text, energy_text, mass_text
 
 pytestmark = pytest.mark.slow
 
@@ -121,6 +122,16 @@ def test_runs_view_serves_the_training_xcom_of_each_run_and_refuses_anonymous_ca
     assert page.status_code == 200 and "<svg" in page.text
     links = re.findall(r'<a href="([^"]+)" target="_top">', page.text)
     assert links == [row["url"].replace("&", "&amp;") for row in rows]
+    # the table in units people read (Wh or kWh, g or kg CO2eq, 3 significant digits); the API keeps floats
+    cells = re.findall(
+        r"</a></td><td>train</td><td>completed</td><td>DE</td>((?:<td>[^<]*</td>){4})", page.text
+    )
+    assert [re.findall(r"<td>([^<]*)</td>", c) for c in cells] == [
+        [mass_text(r["emissions_g"]), mass_text(r["avoided_g"]), energy_text(r["energy_kwh"]),
+         f"{r['pauses']} ({duration_text(r['paused_seconds'])})"]
+        for r in rows
+    ]  # fmt: skip
+    assert not any(repr(r[k]) in page.text for r in rows for k in ("emissions_g", "avoided_g", "energy_kwh"))
     assert not re.search(r"<script|<link|https?://", page.text), "the page must be self-contained"
 
 
