@@ -20,6 +20,8 @@ else:
 
 
 def test_carbon_sensors_never_imports_lightning_and_its_absence_names_the_extra() -> None:
-    run = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120, check=False)
+    run = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120, check=False
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "carbon-aware-trainer[lightning]" in run.stdout and "PyTorch Lightning" in run.stdout
