@@ -105,6 +105,11 @@ class CarbonAwareCallback(Callback):
     def _begin(self, trainer: pl.Trainer) -> None:
         if self._begun:
             return
+        if trainer.min_epochs or trainer.min_steps:
+            raise InvalidInputError(
+                f"Trainer(min_epochs={trainer.min_epochs}, min_steps={trainer.min_steps}) would train on past a "
+                "carbon pause; leave both unset with CarbonAwareCallback"
+            )
         self._generators = [g for dl in _train_loaders(trainer) for g in _loader_generators(dl)]
         loaded = self._loaded
         if loaded is not None:
@@ -118,11 +123,6 @@ class CarbonAwareCallback(Callback):
         else:
             self.session.begin(None, fresh=self.fresh)
         self._begun = True
-        if trainer.min_epochs or trainer.min_steps:
-            raise InvalidInputError(
-                f"Trainer(min_epochs={trainer.min_epochs}, min_steps={trainer.min_steps}) would train on past a "
-                "carbon pause; leave both unset with CarbonAwareCallback"
-            )
         if self.session.total_steps is None:
             self.session.total_steps = _total_batches(trainer)
 
