@@ -13,10 +13,10 @@ from carbon_sensors.errors import CheckpointError, InvalidInputError
 from carbon_sensors.integrations.lightning import LightningJob
 
 
-def trainer(callbacks: list[Callback], **settings: int) -> pl.Trainer:
+def trainer(callbacks: list[Callback], min_epochs: int | None = None) -> pl.Trainer:
     return pl.Trainer(
-        max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=callbacks, **settings,
+        max_epochs=1, min_epochs=min_epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
     )  # fmt: skip
 
 
