@@ -28,7 +28,9 @@ from carbon_sensors.errors import InvalidInputError, NoDataError
 from carbon_sensors.forecast.base import HOUR, HourlyHistory, target_matrix
 from carbon_sensors.forecast.combine import (
     ERROR_WINDOW_H,
+    PROVIDER_ERROR_PERSISTENCE,
     HorizonErrors,
+    anchor_provider,
     blend,
     blend_weights,
     recent_errors,
@@ -81,9 +83,10 @@ FORECAST_CODE = {
     "model": f"carbon_sensors.forecast.model.CalendarLagForecaster, refitted every {REFIT_H // 24} days",
     "provider": "the provider's newest issue, our model beyond its reach (forecast.combine.blend with weight 1)",
     "blend": (
-        "carbon_sensors.forecast.combine.blend + blend_weights, as assemble_forecast (the live paths): "
-        "provider errors from the NESO prior scaled to the last week's level, our model's measured on the "
-        f"last {ERROR_WINDOW_H // 24} days"
+        "carbon_sensors.forecast.combine.anchor_provider + blend + blend_weights, as assemble_forecast (the "
+        "live paths): the provider shifted by its gap to our model on its first hour (fading "
+        f"x{PROVIDER_ERROR_PERSISTENCE:g} per hour ahead), provider errors from the NESO prior scaled to the "
+        f"last week's level, our model's measured on the last {ERROR_WINDOW_H // 24} days"
     ),
     "blend_measured": (
         "as blend, but the provider's errors measured on its own past issues (what a local archive of "
@@ -241,7 +244,7 @@ def blended(
             level = float(np.mean(values[max(0, row - ERROR_WINDOW_H) : row]))
             provider_errors = HorizonErrors.provider_prior(level, HORIZON_H)
         weight = blend_weights(provider_errors, model_errors)
-        out[row] = blend(provider[row], model[row], weight)
+        out[row] = blend(anchor_provider(provider[row], model[row]), model[row], weight)
     return out
 
 

@@ -13,7 +13,13 @@ from carbon_sensors import embedded
 from carbon_sensors.errors import InvalidInputError, NaiveDatetimeError, NoDataError
 from carbon_sensors.forecast import CalendarLagForecaster, SeasonalNaive, assemble_forecast
 from carbon_sensors.forecast.base import target_matrix
-from carbon_sensors.forecast.combine import HorizonErrors, blend, blend_weights, recent_errors
+from carbon_sensors.forecast.combine import (
+    HorizonErrors,
+    anchor_provider,
+    blend,
+    blend_weights,
+    recent_errors,
+)
 from carbon_sensors.providers.trace import TraceProvider
 from carbon_sensors.signal import IntensitySignal, make_signal
 
@@ -125,6 +131,17 @@ def test_blend_weights_follow_measured_errors_and_skip_nan() -> None:
     assert weight == pytest.approx([0.75, 0.1, 0.0])
     mixed = blend(np.array([10.0, 10.0, np.nan]), np.array([20.0, 20.0, 30.0]), weight)
     assert mixed == pytest.approx([12.5, 19.0, 30.0])
+
+
+def test_anchor_provider_removes_its_first_hour_error_fading_with_the_hours_ahead() -> None:
+    model = np.full(5, 100.0)
+    anchored = anchor_provider(np.array([np.nan, 110.0, 110.0, 110.0, np.nan]), model, persistence=0.5)
+    assert anchored[1:4] == pytest.approx([100.0, 105.0, 107.5]) and np.isnan(anchored[[0, 4]]).all()
+    late = np.array([np.nan, np.nan, np.nan, 110.0, 110.0])  # first value too far ahead: left as it is
+    assert anchor_provider(late, model)[3:] == pytest.approx([110.0, 110.0])
+    # anchored on the first hour where both have a value (here the second)
+    both = anchor_provider(np.array([110.0, 120.0]), np.array([np.nan, 100.0]), persistence=0.5)
+    assert both == pytest.approx([100.0, 100.0])
 
 
 def test_recent_errors_only_use_targets_before_now() -> None:
