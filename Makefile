@@ -30,14 +30,14 @@ lint: setup
 	$(AF)/bin/ruff format --check .
 	$(AF)/bin/mypy carbon_sensors carbon_operators dags scripts benchmarks tests/core tests/airflow tests/frameworks_lightning
 	$(AF)/bin/mypy tests/e2e/airflow
-	$(PF)/bin/mypy carbon_flows flows tests/prefect
+	$(PF)/bin/mypy carbon_flows flows tests/prefect tests/frameworks_transformers
 	$(PF)/bin/mypy tests/e2e/prefect
 
 test-airflow: setup
 	$(AF)/bin/python -m pytest $(PYTEST_ARGS) tests/core tests/airflow tests/frameworks_lightning tests/e2e/airflow
 
 test-prefect: setup
-	$(PF)/bin/python -m pytest $(PYTEST_ARGS) tests/core tests/prefect tests/e2e/prefect
+	$(PF)/bin/python -m pytest $(PYTEST_ARGS) tests/core tests/prefect tests/frameworks_transformers tests/e2e/prefect
 
 test: lint test-airflow test-prefect
 
