@@ -49,6 +49,7 @@ from carbon_sensors.timeutil import parse_duration, parse_utc, utcnow
 
 if TYPE_CHECKING:  # torch: imported when a flow trains, not when a flow file is loaded
     from carbon_sensors.training import CarbonSession, Trainable, TrainingResult
+    from carbon_sensors.training.session import SessionListener
 
 JobSpec: TypeAlias = "str | Trainable | Callable[[], Trainable]"
 STRATEGIES = ("none", *strategies.STRATEGIES)
@@ -280,6 +281,8 @@ def train_carbon_aware(
     on_outage: str | None = None,
     checkpoint_every_steps: int | None = None,
     checkpoint_every: str | None = "5min",
+    mlflow_tracking_uri: str | None = None,
+    mlflow_experiment: str | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> TrainingOutcome:
     """Train `job` carbon-aware in `zone`; pauses wait in-process or reschedule the deployment (see module).
@@ -296,6 +299,10 @@ def train_carbon_aware(
     `checkpoint_every` ('5min'; None: only at pauses, stops and the end) and/or `checkpoint_every_steps`.
     Every attempt starts from the newest checkpoint there: a flow retry or a rerun of a crashed run resumes
     where the last periodic checkpoint left off. Cancelling the run (SIGTERM) checkpoints first.
+
+    `mlflow_tracking_uri` logs emissions per epoch, the report and the timeline to that MLflow store (the
+    `mlflow` extra), one MLflow run per training across rescheduled runs, in `mlflow_experiment` (default:
+    the flow's name).
     """
     log = run_logger()
     training = build_job(job)
@@ -337,6 +344,7 @@ def train_carbon_aware(
             pue=pue,
             expected_duration=work,
             resume_overhead=overhead,
+            listeners=_listeners(mlflow_tracking_uri, mlflow_experiment),
         )
         session = CarbonSession(store.local_dir, settings, total_steps=training.total_steps())
         start = store.resume_point(checkpoint)
@@ -387,6 +395,19 @@ def train_carbon_aware(
     return outcome
 
 
+def _listeners(tracking_uri: str | None, experiment: str | None) -> list[SessionListener]:
+    """MLflow tracking when a tracking URI is given: one MLflow run per training (its run key)."""
+    if tracking_uri is None:
+        return []
+    from carbon_sensors.integrations.mlflow import MlflowListener
+
+    ctx = FlowRunContext.get()
+    flow_name = ctx.flow.name if ctx is not None and ctx.flow is not None else "carbon-aware-training"
+    return [
+        MlflowListener(tracking_uri=tracking_uri, experiment=experiment or flow_name, job=_run_key() or None)
+    ]
+
+
 def _run_key() -> str:
     """`<flow name>/<training id>` inside a flow run (its retries and reruns share it); outside one, ""."""
     ctx = FlowRunContext.get()
@@ -421,6 +442,8 @@ def carbon_aware_training(
     allowed_jobs: list[str] | None = None,
     checkpoint_every_steps: int | None = None,
     checkpoint_every: str | None = "5min",
+    mlflow_tracking_uri: str | None = None,
+    mlflow_experiment: str | None = None,
 ) -> dict[str, Any] | State[Any]:
     """Wait for a window for `expected_duration` (if given, on a fresh start), then train carbon-aware.
 
@@ -430,7 +453,8 @@ def carbon_aware_training(
     'adaptive'). A rescheduled run gets the absolute deadline, the checkpoint and the pause clock as parameters.
     Checkpoints go every `checkpoint_every` ('5min') and/or `checkpoint_every_steps` to
     `<checkpoint_dir>/<flow>/<training id>` (local or `s3://...`); a rerun of a crashed run, a flow retry and
-    a cancellation keep them (see `train_carbon_aware`).
+    a cancellation keep them (see `train_carbon_aware`). `mlflow_tracking_uri` / `mlflow_experiment`: MLflow
+    tracking of the emissions, as in `train_carbon_aware`.
     In a deployment run, `job` must be the deployment's `job` or one of its `allowed_jobs` (see
     `carbon_flows.jobs`); anything else fails before it is imported.
     """
@@ -475,5 +499,7 @@ def carbon_aware_training(
         resume_overhead=resume_overhead,
         checkpoint_every_steps=checkpoint_every_steps,
         checkpoint_every=checkpoint_every,
+        mlflow_tracking_uri=mlflow_tracking_uri,
+        mlflow_experiment=mlflow_experiment,
     )
     return outcome.final_state() if outcome.rescheduled else outcome.to_dict()

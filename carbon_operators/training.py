@@ -31,6 +31,7 @@ from carbon_sensors.timeutil import parse_duration
 
 if TYPE_CHECKING:  # torch: imported when a task trains, not when a DAG file is parsed
     from carbon_sensors.training import CarbonSession, Trainable
+    from carbon_sensors.training.session import SessionListener
 
 StrategyFactory = Callable[..., Strategy]
 
@@ -97,11 +98,16 @@ class CarbonAwareTrainingOperator(BaseOperator):
         and without `max_steps`; without it such a job is assumed to need all the time to the deadline.
     :param resume_overhead: wall time from "resume" to the first resumed step (scheduler, worker pick-up,
         DAG re-parse), kept as a margin before the deadline; default 2 minutes.
+    :param mlflow_tracking_uri: log emissions per epoch, the report and the timeline to this MLflow tracking
+        store (the `mlflow` extra), one MLflow run per task instance across deferrals, retries and workers.
+    :param mlflow_experiment: the MLflow experiment of those runs; default the DAG id.
     :param on_outage: without carbon data, 'open' trains on, 'closed' pauses (bounded by the strategy's
         max_pause and the deadline); default: the strategy's own `on_error` (open). Built-in strategies only.
     """
 
-    template_fields: Sequence[str] = ("zone", "checkpoint_dir", "deadline", "carbon_conn_id", "op_kwargs")
+    template_fields: Sequence[str] = (
+        "zone", "checkpoint_dir", "deadline", "carbon_conn_id", "op_kwargs", "mlflow_tracking_uri", "mlflow_experiment",
+    )  # fmt: skip
     operator_extra_links = (CarbonIntensityLink(),)
     ui_color = "#81c784"
 
@@ -124,6 +130,8 @@ class CarbonAwareTrainingOperator(BaseOperator):
         expected_duration: timedelta | str | None = None,
         resume_overhead: timedelta | str = ORCHESTRATOR_RESUME_OVERHEAD,
         on_outage: str | None = None,
+        mlflow_tracking_uri: str | None = None,
+        mlflow_experiment: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -145,6 +153,8 @@ class CarbonAwareTrainingOperator(BaseOperator):
         self.expected_duration = expected_duration
         self.resume_overhead = resume_overhead
         self.on_outage = on_outage
+        self.mlflow_tracking_uri = mlflow_tracking_uri
+        self.mlflow_experiment = mlflow_experiment
         self._session: CarbonSession | None = None
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -249,7 +259,7 @@ class CarbonAwareTrainingOperator(BaseOperator):
         store = CheckpointStore(self.checkpoint_dir, _run_key(context, self.task_id))
         with failing_bad_input(self.task_id):
             job = self._job()
-            session = self._session = self._new_session(job, target, strategy, guard, store)
+            session = self._session = self._new_session(job, target, strategy, guard, store, context)
         start = store.resume_point(resume_from)
         try_number = getattr(context.get("ti"), "try_number", 1)
         retry = isinstance(try_number, int) and try_number > 1
@@ -296,6 +306,7 @@ class CarbonAwareTrainingOperator(BaseOperator):
         strategy: Strategy,
         guard: DeadlineGuard,
         store: CheckpointStore,
+        context: Context,
     ) -> CarbonSession:
         """The carbon session of one attempt, from the operator's parameters; it holds what the guard said."""
         from carbon_sensors.training import CarbonSession, SessionSettings  # torch: only where a task trains
@@ -323,10 +334,27 @@ class CarbonAwareTrainingOperator(BaseOperator):
             pue=self.pue,
             expected_duration=None if expected is None else target.clock.grid_duration(expected),
             resume_overhead=guard.resume_overhead,
+            listeners=self._listeners(context),
         )
         session = CarbonSession(store.local_dir, settings, total_steps=job.total_steps())
         session.guard.restore(guard.to_state())  # what the guard said at the wake holds in the run
         return session
+
+    def _listeners(self, context: Context) -> list[SessionListener]:
+        """MLflow tracking when a tracking URI is given: one MLflow run per task instance (its run key)."""
+        if self.mlflow_tracking_uri is None:
+            return []
+        from carbon_sensors.integrations.mlflow import MlflowListener
+
+        dag_id = getattr(context.get("dag_run"), "dag_id", None) or "dag"
+        return [
+            MlflowListener(
+                tracking_uri=self.mlflow_tracking_uri,
+                experiment=self.mlflow_experiment or dag_id,
+                run_name=self.task_id,
+                job=_run_key(context, self.task_id),
+            )
+        ]
 
     def _defer(self, target: CarbonTarget, until: pd.Timestamp, reason: str, pause: _Pause) -> NoReturn:
         """Free the worker until grid time `until`; the checkpoint's path travels in the deferral kwargs."""

@@ -38,7 +38,7 @@ from carbon_sensors.atomic import atomic_write_text
 from carbon_sensors.emissions import JOULES_PER_KWH, EmissionsLedger, read_jsonl
 from carbon_sensors.errors import TraceError
 from carbon_sensors.training.job import TrainingResult
-from carbon_sensors.training.session import TIMELINE_NAME
+from carbon_sensors.training.session import TIMELINE_NAME, CarbonSession
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,9 @@ class MlflowListener:
         MLflow's: `MLFLOW_EXPERIMENT_NAME` / `MLFLOW_EXPERIMENT_ID`, else "Default").
     :param run_name: the name of a run this listener starts.
     :param run_id: log to this existing run (instead of the active run or one of its own).
+    :param job: a name for the training job across attempts and workers (the faces give their run key): a
+        run this listener starts is tagged `carbon/job`, and a later attempt without `mlflow-run.json`
+        (another worker) finds the run by that tag.
     """
 
     def __init__(
@@ -75,7 +78,9 @@ class MlflowListener:
         experiment: str | None = None,
         run_name: str | None = None,
         run_id: str | None = None,
+        job: str | None = None,
     ) -> None:
+        self.job = job
         self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
         self.tracking_uri = tracking_uri
         self.experiment = experiment
@@ -97,6 +102,11 @@ class MlflowListener:
         return None if self._run is None else self._run[0]
 
     # --- SessionListener ---------------------------------------------------------------------------------
+    def session_began(self, session: CarbonSession) -> None:
+        """Learn the session's folder, so each epoch is logged live with its emissions."""
+        if self.checkpoint_dir is None:
+            self.checkpoint_dir = session.checkpoint_dir
+
     def epoch_ended(self, epoch: dict[str, Any]) -> None:
         """Log the epoch's energy (and emissions, when the timeline is known) at step = epoch."""
         folder = self.checkpoint_dir
@@ -159,7 +169,7 @@ class MlflowListener:
         elif self._given_run_id is not None:
             self._run = (self._given_run_id, False)
         elif self._run is None:
-            self._run = self._earlier_run(folder) or (self._start_run(), True)
+            self._run = self._earlier_run(folder) or self._run_of_job() or (self._start_run(), True)
         if self._run[1] and not self._attempt_logged:
             self.client.update_run(self._run[0], status="RUNNING")  # resumed: no longer scheduled
         self._attempt_logged = True
@@ -187,9 +197,24 @@ class MlflowListener:
             return None
         return run_id, owned
 
+    def _run_of_job(self) -> tuple[str, bool] | None:
+        """The unfinished run this listener started for `job` in an earlier attempt (on any worker)."""
+        if (
+            self.job is None or "'" in self.job
+        ):  # the faces' run keys are sanitised; a quote cannot be searched
+            return None
+        found = self.client.search_runs(
+            [self._experiment_id()],
+            filter_string=f"tags.`{PREFIX}job` = '{self.job}' and attributes.status != 'FINISHED'",
+            max_results=1,
+            order_by=["attributes.start_time DESC"],
+        )
+        return (str(found[0].info.run_id), True) if found else None
+
     def _start_run(self) -> str:
         experiment_id = self._experiment_id()
-        run = self.client.create_run(experiment_id, run_name=self.run_name, tags={f"{PREFIX}listener": "1"})
+        tags = {f"{PREFIX}listener": "1"} | ({} if self.job is None else {f"{PREFIX}job": self.job})
+        run = self.client.create_run(experiment_id, run_name=self.run_name, tags=tags)
         log.info("MLflow run %s started in experiment %s (%s)", run.info.run_id, experiment_id, self._uri())
         return str(run.info.run_id)
 

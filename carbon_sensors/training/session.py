@@ -69,7 +69,9 @@ _HOLD, _STOP, _WINDOW, _CHECKPOINT = 1, 2, 4, 8
 
 
 class SessionListener(Protocol):
-    """Told of each finished epoch and of the session's end (MLflow tracking is one)."""
+    """Told of the session's begin, each finished epoch, and its end (MLflow tracking is one); writer only."""
+
+    def session_began(self, session: CarbonSession) -> None: ...
 
     def epoch_ended(self, epoch: dict[str, Any]) -> None: ...
 
@@ -288,6 +290,9 @@ class CarbonSession:
         self._step_started = now.value
         self._next_decision = now if self.step_times.known else None
         self._open_window()
+        if self.sync.is_writer:
+            for listener in self.settings.listeners:
+                listener.session_began(self)
 
     # --- between steps -----------------------------------------------------------------------------------
     def step(self, loss: Any = None) -> None:
