@@ -100,7 +100,9 @@ class GridSteps(TrainerCallback):  # type: ignore[misc]
         self.clock.now += STEP
 
 
-def job(init_seed: int, clock: GridClock, *, seed: int = 7, noise: bool = False) -> HFTrainerJob:
+def job(
+    init_seed: int, clock: GridClock, *, seed: int = 7, noise: bool = False, max_steps: int = -1
+) -> HFTrainerJob:
     """3 epochs of 8 batches; a fresh model (initialised from `init_seed`) and Trainer per attempt."""
 
     def make_trainer(callbacks: list[TrainerCallback], output_dir: str) -> Trainer:
@@ -108,7 +110,7 @@ def job(init_seed: int, clock: GridClock, *, seed: int = 7, noise: bool = False)
         args = TrainingArguments(
             output_dir=output_dir, num_train_epochs=EPOCHS, per_device_train_batch_size=BATCH_SIZE,
             learning_rate=0.01, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
-            seed=seed, disable_tqdm=True, dataloader_num_workers=0,
+            seed=seed, disable_tqdm=True, dataloader_num_workers=0, max_steps=max_steps,
         )  # fmt: skip
         trainer = Trainer(
             model=Regressor(), args=args, train_dataset=Pairs(noise=noise),
@@ -127,16 +129,16 @@ def strategy() -> ThresholdStrategy:
 
 
 def session(
-    folder: Path, clock: GridClock, pausing: ThresholdStrategy | None, total: int | None
+    folder: Path, clock: GridClock, pausing: ThresholdStrategy | None, total: int | None, **extra: Any
 ) -> CarbonSession:
     """Energy from a meter that runs on grid time (RAM watts x grid seconds): the same for every run."""
     meter = EstimateMeter(include_cpu=False, monotonic=clock.seconds)
-    settings = SessionSettings(
-        strategy=pausing, zone="DE", intensity_source=TraceProvider(files={"DE": TRACE}), clock=clock,
-        monitor=PowerMonitor([meter], start=False), decision_refresh_seconds=0, measure_every_seconds=0,
-        estimated_step_seconds=STEP.total_seconds(), checkpoint_every=None, stop_on_sigterm=False,
-    )  # fmt: skip
-    return CarbonSession(folder, settings, total_steps=total)
+    settings: dict[str, Any] = {
+        "strategy": pausing, "zone": "DE", "intensity_source": TraceProvider(files={"DE": TRACE}), "clock": clock,
+        "monitor": PowerMonitor([meter], start=False), "decision_refresh_seconds": 0, "measure_every_seconds": 0,
+        "estimated_step_seconds": STEP.total_seconds(), "checkpoint_every": None, "stop_on_sigterm": False,
+    }  # fmt: skip
+    return CarbonSession(folder, SessionSettings(**{**settings, **extra}), total_steps=total)
 
 
 def parameters(model: nn.Module) -> list[torch.Tensor]:

@@ -131,6 +131,17 @@ def test_periodic_checkpoints_every_n_steps(tmp_path: Path) -> None:
     )
 
 
+def test_max_steps_ends_mid_epoch_with_a_final_checkpoint(tmp_path: Path) -> None:
+    clock = GridClock()
+    fit = job(1, clock, max_steps=11)
+    assert fit.total_steps() == 11
+    result = fit.train(session(tmp_path, clock, None, 11), None)
+    assert (result.status, result.steps_done, result.epoch) == ("completed", 11, 1)  # epoch 1 not complete
+    assert result.checkpoint_path is not None and result.checkpoint_path.endswith("checkpoint-0000000011.pt")
+    _, state = load_checkpoint(result.checkpoint_path)
+    assert state["user"][HF_STATE]["name"] == "checkpoint-11"
+
+
 def test_a_resume_still_held_pauses_again_before_any_step(tmp_path: Path) -> None:
     pausing, clock = strategy(), GridClock()
     first = job(1, clock).train(session(tmp_path, clock, pausing, TOTAL), None)
