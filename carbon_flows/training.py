@@ -41,7 +41,7 @@ from carbon_flows.storage import CheckpointStore
 from carbon_flows.wait import BAD_SETUP, resolve_deadline, run_logger, wait_for_low_carbon
 from carbon_sensors import strategies
 from carbon_sensors.decision import Strategy
-from carbon_sensors.emissions import read_jsonl
+from carbon_sensors.emissions import read_jsonl, report_summary
 from carbon_sensors.errors import CarbonAwareError, InvalidInputError
 from carbon_sensors.paths import run_key
 from carbon_sensors.providers.base import IntensitySource
@@ -358,6 +358,12 @@ def train_carbon_aware(
             session.close()
         if result.started_at_step:
             log.info("resumed from the checkpoint at step %d", result.started_at_step)
+        log.info(
+            "training %s at step %d: %s",
+            result.status,
+            result.steps_done,
+            report_summary(result.report.to_dict()),
+        )
         if result.checkpoint_path is not None:
             result.checkpoint_path = store.published(result.checkpoint_path)
         return result

@@ -24,6 +24,7 @@ from carbon_operators.triggers import ResumeAtTrigger, adopt_replay_of
 from carbon_sensors import strategies
 from carbon_sensors.deadline import ORCHESTRATOR_RESUME_OVERHEAD, DeadlineGuard, WorkEstimate
 from carbon_sensors.decision import Action, Strategy
+from carbon_sensors.emissions import report_summary
 from carbon_sensors.errors import CarbonAwareError, InvalidInputError
 from carbon_sensors.paths import run_key
 from carbon_sensors.providers.base import IntensitySource
@@ -282,6 +283,12 @@ class CarbonAwareTrainingOperator(BaseOperator):
         checkpoint = None if result.checkpoint_path is None else store.published(result.checkpoint_path)
         if result.started_at_step:
             self.log.info("resumed from the checkpoint at step %d", result.started_at_step)
+        self.log.info(
+            "training %s at step %d: %s",
+            result.status,
+            result.steps_done,
+            report_summary(result.report.to_dict()),
+        )
         if result.status == "paused":
             assert result.paused_until is not None and checkpoint is not None
             work = session.remaining_work().to_dict()

@@ -705,6 +705,15 @@ def report_lines(report: Mapping[str, Any]) -> list[tuple[str, str]]:
     return lines + [(name, _field_text(report[name], "")) for name in sorted(set(report) - known)]
 
 
+def report_summary(report: Mapping[str, Any]) -> str:
+    """One log line of a report in readable units: energy, emissions, avoided, pauses (the faces' last line)."""
+    wanted = ("energy_kwh_with_pue", "emissions_g", "avoided_g", "pauses", "paused_seconds")
+    units = {name: (label, unit) for name, label, unit in REPORT_FIELDS}
+    return "; ".join(
+        f"{units[n][0]}: {_field_text(report.get(n), units[n][1])}" for n in wanted if n in units
+    )
+
+
 def _field_text(value: Any, unit: str) -> str:
     if value is None:
         return "-"

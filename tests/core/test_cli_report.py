@@ -57,3 +57,16 @@ def test_report_table_and_bad_file(tmp_path: Path, capsys: pytest.CaptureFixture
     assert str(doc["emissions_g"]) not in table  # no raw float for people
     assert main(["report", str(tmp_path / "missing.jsonl")]) == 2
     assert "cannot read emissions timeline" in capsys.readouterr().err
+
+
+def test_report_summary_is_one_line_in_readable_units() -> None:
+    from carbon_sensors.emissions import report_summary
+
+    line = report_summary(
+        {"energy_kwh_with_pue": 0.0123456, "emissions_g": 4.5678, "avoided_g": 1234.5, "pauses": 2,
+         "paused_seconds": 7300.0}
+    )  # fmt: skip
+    assert line == (
+        "Energy with PUE: 12.3 Wh; Emissions: 4.57 gCO2eq; Avoided emissions: 1.23 kgCO2eq; Pauses: 2; "
+        "Paused time: 2.03 h"
+    )
