@@ -1,10 +1,13 @@
 """Training-runner overhead: the same small CPU model trained bare and through the runner, interleaved.
 
+Also the Lightning callback's: the same model as a LightningModule fitted with and without
+`CarbonAwareCallback` (fresh Trainers, alternating order per round), under the key "lightning".
+
 The runner runs with everything on: power monitor (background timeline), emissions ledger with a recorded
 intensity trace under replay, and a strategy asked between steps. Step time is the time between consecutive
 batch fetches, so it includes every piece of per-step bookkeeping. Prints JSON.
 
-    python benchmarks/overhead.py [--rounds 10] [--steps 300] [--width 768]
+    python benchmarks/overhead.py [--rounds 10] [--steps 300] [--width 768] [--lightning-rounds 0]
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class StampedLoader:
 
     def __init__(self, loader: DataLoader[Any]) -> None:
         self.loader, self.stamps = loader, list[float]()
+        self.cpu_stamps: list[float] = []  # this thread's CPU time: barely moved by other processes' load
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -46,6 +50,7 @@ class StampedLoader:
     def __iter__(self) -> Iterator[Any]:
         for batch in self.loader:
             self.stamps.append(time.perf_counter())
+            self.cpu_stamps.append(time.thread_time())
             yield batch
 
 
@@ -124,11 +129,90 @@ class Bench:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+class LightningBench:
+    """The bench's model and data as a LightningModule, fitted with and without the callback, interleaved."""
+
+    def __init__(self, bench: Bench) -> None:
+        import lightning.pytorch as pl
+
+        class Module(pl.LightningModule):
+            def __init__(self, net: nn.Module) -> None:
+                super().__init__()
+                self.net = net
+
+            def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+                inputs, targets = batch
+                return nn.functional.mse_loss(self.net(inputs), targets)
+
+            def configure_optimizers(self) -> torch.optim.Optimizer:
+                return torch.optim.SGD(self.parameters(), lr=1e-3)
+
+        self.bench, self.module = bench, Module(bench.model)
+        self.bare: list[float] = []
+        self.callback: list[float] = []
+        self.per_round: list[float] = []
+        self.per_round_cpu: list[float] = []
+
+    def fit(self, with_callback: bool) -> tuple[list[float], list[float]]:
+        import lightning.pytorch as pl
+
+        from carbon_sensors.integrations.lightning import CarbonAwareCallback
+        from carbon_sensors.training import CarbonSession, SessionSettings
+
+        bench = self.bench
+        callbacks: list[pl.Callback] = []
+        if with_callback:
+            settings = SessionSettings(
+                strategy=ThresholdStrategy(bench.provider), zone=ZONE, intensity_source=bench.provider,
+                clock=bench.replay.trace_time, monitor=bench.monitor, decision_refresh_seconds=1.0,
+                measure_every_seconds=1.0,
+            )  # fmt: skip
+            callbacks.append(CarbonAwareCallback(CarbonSession(bench.folder, settings)))
+        trainer = pl.Trainer(
+            max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+            enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
+        )  # fmt: skip
+        bench.loader.stamps.clear()
+        bench.loader.cpu_stamps.clear()
+        trainer.fit(self.module, train_dataloaders=bench.loader)
+        return step_times(bench.loader.stamps), step_times(bench.loader.cpu_stamps)
+
+    def run(self, rounds: int) -> None:
+        self.fit(False)  # warm-up, not counted
+        for r in range(rounds):
+            order = (False, True) if r % 2 == 0 else (True, False)
+            times = {with_callback: self.fit(with_callback) for with_callback in order}
+            (bare, bare_cpu), (callback, callback_cpu) = times[False], times[True]
+            self.bare += bare
+            self.callback += callback
+            self.per_round.append(statistics.median(callback) / statistics.median(bare))
+            self.per_round_cpu.append(statistics.median(callback_cpu) / statistics.median(bare_cpu))
+
+    def summary(self, rounds: int) -> dict[str, Any]:
+        return {
+            "bare_step_ms": round(1000 * statistics.median(self.bare), 4),
+            "callback_step_ms": round(1000 * statistics.median(self.callback), 4),
+            "ratio": round(statistics.median(self.per_round), 4),
+            "ratio_pooled_median": round(statistics.median(self.callback) / statistics.median(self.bare), 4),
+            "ratio_mean": round(statistics.fmean(self.callback) / statistics.fmean(self.bare), 4),
+            "ratio_cpu": round(statistics.median(self.per_round_cpu), 4),
+            "ratio_cpu_statistic": "as ratio, on the training thread's CPU time per step (time.thread_time), "
+            "which other processes' load barely moves",
+            "target": 1.01,
+            "rounds": rounds,
+            "method": "Trainer.fit with and without CarbonAwareCallback (session with strategy, ledger, replayed "
+            "trace, power monitor), order alternating per round; step = time between batch fetches",
+        }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--steps", type=int, default=100, help="steps per block")
     parser.add_argument("--width", type=int, default=1024, help="hidden width: sets the step time (~5-8 ms)")
+    parser.add_argument(
+        "--lightning-rounds", type=int, default=20, help="rounds of the Lightning comparison (0: skip it)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     replay = Replay.starting_now(pd.Timestamp("2023-06-01T00:00Z"), speed=60.0)
@@ -136,6 +220,22 @@ def main() -> None:
 
     main_bench = Bench(args.width, 64, args.steps, provider, replay)
     main_bench.run(args.rounds)
+    lightning: dict[str, Any] | None = None
+    if args.lightning_rounds:
+        side = Bench(args.width, 64, args.steps, provider, replay)
+        fits = LightningBench(side)
+        fits.run(args.lightning_rounds)
+        # the callback's own cost per step, seen on a step that does almost nothing
+        tiny_side = Bench(0, 1, 1000, provider, replay)
+        tiny_fits = LightningBench(tiny_side)
+        tiny_fits.run(4)
+        for used in (side, tiny_side):
+            used.monitor.close()
+            shutil.rmtree(used.folder, ignore_errors=True)
+        lightning = fits.summary(args.lightning_rounds)
+        cost_us = 1e6 * (statistics.median(tiny_fits.callback) - statistics.median(tiny_fits.bare))
+        lightning["callback_overhead_us_per_step"] = round(cost_us, 2)
+        lightning["implied_ratio_at_5ms_steps"] = round(1 + cost_us / 5000, 4)
     # The runner's own cost per step, seen on a step that does almost nothing.
     tiny = Bench(0, 1, 1000, provider, replay)
     tiny.run(6)
@@ -168,6 +268,7 @@ def main() -> None:
                 "power_sources": sorted(set(main_bench.monitor.sources().values())),
                 "method": "bare and runner blocks interleaved, order alternating per round; "
                 "step = time between consecutive batch fetches",
+                "lightning": lightning,
             },
             indent=2,
         )
