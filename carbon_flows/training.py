@@ -317,8 +317,10 @@ def train_carbon_aware(
     overhead = clock.grid_duration(parse_duration(resume_overhead, "resume_overhead"))
     work = None if expected_duration is None else parse_duration(expected_duration, "expected_duration")
     check_source(intensity_source, zone)
-    if paused_since is not None and isinstance(chosen, strategies.ThresholdStrategy):
-        chosen.paused_since = parse_utc(paused_since, "paused_since")
+    if paused_since is not None and chosen is not None and hasattr(chosen, "paused_since"):
+        chosen.paused_since = parse_utc(
+            paused_since, "paused_since"
+        )  # its hold clock survives the reschedule
     in_process_limit = parse_duration(max_in_process_pause, "max_in_process_pause")
     progress = LiveProgress(
         key=training_key(artifact_prefix, training_id(), "progress"),
@@ -376,7 +378,7 @@ def train_carbon_aware(
         resume_wall = clock.to_wall(result.paused_until)
         wait = max(0.0, (resume_wall - utcnow()).total_seconds())
         if wait > in_process_limit.total_seconds() and current_deployment_run() is not None:
-            since = chosen.paused_since if isinstance(chosen, strategies.ThresholdStrategy) else None
+            since = getattr(chosen, "paused_since", None)
             next_run = reschedule_current_run(
                 resume_wall,
                 parameter_overrides={

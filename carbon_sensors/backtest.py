@@ -40,6 +40,7 @@ from carbon_sensors.forecast.model import CalendarLagForecaster
 from carbon_sensors.forecast.naive import SeasonalNaive
 from carbon_sensors.forecast.noise import NOISE_CALIBRATION, correlated_provider, measure_issue_errors
 from carbon_sensors.signal import IntensitySignal
+from carbon_sensors.worth import DEFAULT_MIN_SAVINGS
 
 KINDS = ("contiguous", "interruptible")
 DURATIONS_H = (1, 3, 6)
@@ -95,8 +96,9 @@ FORECAST_CODE = {
 }
 MODE_TEXT = {
     "once": "planned once at submission, never revisited",
-    "replan": "re-planned every hour with the forecast issued then (ForecastWindowStrategy's rule): start "
-    "when starting now is the best plan / run this hour when it is among the cheapest still needed",
+    "replan": "re-planned every hour with the forecast issued then (ForecastWindowStrategy's rule): run now "
+    "when the first plan saves less than min_savings (5%) against running now; else start when starting now "
+    "is the best plan / run this hour when it is among the cheapest still needed",
 }
 
 
@@ -387,7 +389,20 @@ def _choice(
     assert forecast is not None
     if mode == "once":
         return a + best_start(forecast[a], d, s), a + cheapest_hours(forecast[a], d, s)
-    return _replanned_start(forecast, a, d, s), np.array(_replanned_hours(forecast, a, d, s))
+    row, run_now = forecast[a, : d + s], np.arange(a, a + d)
+    start = (
+        a if _not_worth_holding(row, window_means(row, d).min(), d) else _replanned_start(forecast, a, d, s)
+    )
+    cheapest = row[cheapest_hours(row, d, s)].mean()
+    hours = run_now if _not_worth_holding(row, cheapest, d) else np.array(_replanned_hours(forecast, a, d, s))
+    return start, hours
+
+
+def _not_worth_holding(row: np.ndarray, expected: float, duration: int) -> bool:
+    """ForecastWindowStrategy's first decision (`worth.not_worth_holding`): a plan that saves less than
+    DEFAULT_MIN_SAVINGS percent against running now runs now; once a job was held, its plan is followed."""
+    now = float(row[:duration].mean())
+    return now > 0 and 100.0 * (now - expected) / now < DEFAULT_MIN_SAVINGS
 
 
 def simulate(

@@ -231,8 +231,10 @@ class ForecastWindowStrategy(_Base):
     own forecast (unless `use_source_forecast` is false) and our model fitted on `history_days` of the
     source's history, weighted per hour ahead by their measured errors; our model alone beyond the source's
     horizon or when it has none. The provider forecast is asked on every call; the model is fitted once per
-    hour of `now` and reused by this instance's later calls in that hour. A pause that saves less than
-    `min_savings` percent against running on now is not taken (`carbon_sensors.worth`).
+    hour of `now` and reused by this instance's later calls in that hour. A job's first pause is not taken
+    when it saves less than `min_savings` percent against running now (`carbon_sensors.worth`); once held
+    (`paused_since`, carried across deferrals by the faces), re-plans follow the plan: re-checking the
+    saving at every re-plan cost 0.02-0.09 of the oracle's savings in the backtest.
     """
 
     def __init__(
@@ -284,8 +286,9 @@ class ForecastWindowStrategy(_Base):
             return Decision.run(
                 f"in a planned slot until {first_end:%Y-%m-%dT%H:%MZ}; {plan.reason}", **facts
             )
-        if small := not_worth_holding(plan, self.min_savings):
+        if self.paused_since is None and (small := not_worth_holding(plan, self.min_savings)):
             return Decision.run(small, intensity=plan.run_now_intensity, source=plan.forecast_source)
+        self.paused_since = self.paused_since or now  # held once: later re-plans follow the plan
         return Decision.pause_until(
             first_start, f"next planned slot starts {first_start:%Y-%m-%dT%H:%MZ}; {plan.reason}", **facts
         )

@@ -58,3 +58,18 @@ def test_forecast_window_strategy_runs_rather_than_pause_for_a_small_saving() ->
     eager = ForecastWindowStrategy(perfect(now), "DE", min_chunk=HOUR, min_savings=0)
     held = eager.decide(now, remaining_work=HOUR, deadline=deadline)
     assert held.action is Action.PAUSE and held.until == pd.Timestamp("2023-06-02T11:00Z")
+
+
+def test_once_held_a_job_follows_its_plan_even_when_the_saving_left_is_small() -> None:
+    """min_savings decides a job's first hold only: held from 09:00 (5.4%), at 10:00 the 11:00 window saves
+    2.4%, and the held job still waits for it (re-checking the saving at every re-plan cost savings)."""
+    first = pd.Timestamp("2023-06-02T09:00Z")
+    strategy = ForecastWindowStrategy(perfect(first), "DE", min_chunk=HOUR)
+    held = strategy.decide(first, remaining_work=HOUR, deadline=first + 8 * HOUR)
+    assert held.action is Action.PAUSE and strategy.paused_since == first
+    later = pd.Timestamp("2023-06-02T10:00Z")
+    strategy.source = perfect(later)
+    again = strategy.decide(later, remaining_work=HOUR, deadline=first + 8 * HOUR)
+    assert again.action is Action.PAUSE and again.until == pd.Timestamp("2023-06-02T11:00Z")
+    fresh = ForecastWindowStrategy(perfect(later), "DE", min_chunk=HOUR)  # a new job at 10:00 runs now
+    assert fresh.decide(later, remaining_work=HOUR, deadline=first + 8 * HOUR).action is Action.RUN
