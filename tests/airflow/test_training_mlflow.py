@@ -27,8 +27,9 @@ def operator(tmp_path: Path, uri: str) -> CarbonAwareTrainingOperator:
 
 
 def test_a_deferred_training_logs_one_mlflow_run_even_on_another_worker(
-    tmp_path: Path, replay_at: ReplayAt
+    tmp_path: Path, replay_at: ReplayAt, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # a sqlite store keeps artifacts under ./mlruns
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     no_context: Any = {}
     replay_at("2023-06-05T17:00Z")  # dirty: pauses after the first step

@@ -14,7 +14,10 @@ REPO = Path(__file__).resolve().parents[2]
 JOB = f"{REPO / 'flows' / 'carbon_training.py'}:tiny_regression_job"
 
 
-def test_the_training_flow_logs_its_report_epochs_and_timeline_to_mlflow(tmp_path: Path) -> None:
+def test_the_training_flow_logs_its_report_epochs_and_timeline_to_mlflow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # a sqlite store keeps artifacts under ./mlruns
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result: dict[str, Any] = carbon_aware_training(  # type: ignore[assignment]
         job=JOB, zone="DE", checkpoint_dir=str(tmp_path / "ckpt"), strategy="none",
