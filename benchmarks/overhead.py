@@ -35,6 +35,7 @@ from carbon_sensors.replay import Replay
 from carbon_sensors.training import TrainingJob, TrainingRunner
 
 ZONE = "DE"
+DECISION_REFRESH = [1.0]  # grid seconds between strategy decisions (--decision-refresh-seconds)
 
 
 class StampedLoader:
@@ -111,7 +112,7 @@ class Bench:
         runner = TrainingRunner(
             job, checkpoint_dir=self.folder, strategy=ThresholdStrategy(self.provider), zone=ZONE,
             intensity_source=self.provider, clock=self.replay.trace_time, monitor=self.monitor,
-            decision_refresh_seconds=1.0, measure_every_seconds=1.0,
+            decision_refresh_seconds=DECISION_REFRESH[0], measure_every_seconds=1.0,
         )  # fmt: skip
         assert runner.run().status == "completed"
         return step_times(self.loader.stamps)
@@ -164,8 +165,8 @@ class LightningBench:
         if with_callback:
             settings = SessionSettings(
                 strategy=ThresholdStrategy(bench.provider), zone=ZONE, intensity_source=bench.provider,
-                clock=bench.replay.trace_time, monitor=bench.monitor, decision_refresh_seconds=1.0,
-                measure_every_seconds=1.0,
+                clock=bench.replay.trace_time, monitor=bench.monitor,
+                decision_refresh_seconds=DECISION_REFRESH[0], measure_every_seconds=1.0,
             )  # fmt: skip
             callbacks.append(CarbonAwareCallback(CarbonSession(bench.folder, settings)))
         trainer = pl.Trainer(
@@ -213,7 +214,12 @@ def main() -> None:
     parser.add_argument(
         "--lightning-rounds", type=int, default=20, help="rounds of the Lightning comparison (0: skip it)"
     )
+    parser.add_argument(
+        "--decision-refresh-seconds", type=float, default=1.0,
+        help="grid seconds between decisions (replay runs at 60x: 1.0 is a decision every ~17 ms of wall time)",
+    )  # fmt: skip
     args = parser.parse_args()
+    DECISION_REFRESH[0] = args.decision_refresh_seconds
     torch.set_num_threads(1)
     replay = Replay.starting_now(pd.Timestamp("2023-06-01T00:00Z"), speed=60.0)
     provider = TraceProvider(replay=replay)
@@ -264,6 +270,7 @@ def main() -> None:
                 "implied_ratio_at_5ms_steps": round(1 + overhead_us / 5000, 4),
                 "rounds": args.rounds,
                 "steps_per_block": args.steps,
+                "decision_refresh_seconds": args.decision_refresh_seconds,
                 "torch_threads": torch.get_num_threads(),
                 "power_sources": sorted(set(main_bench.monitor.sources().values())),
                 "method": "bare and runner blocks interleaved, order alternating per round; "
