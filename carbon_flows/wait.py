@@ -116,7 +116,7 @@ def await_low_carbon(
     `deadline` is a finish-by time (aware datetime or ISO string); `within` is the same as a span from now
     (default 24 h). `max_intensity` lets a grid at or below that value (gCO2eq/kWh) run at once; otherwise
     the best window from the forecast is awaited, if it saves at least `min_savings` percent against running
-    now (default 5, see `carbon_sensors.worth`); a smaller saving runs now and says so. Without carbon data,
+    now (default 1, see `carbon_sensors.worth`); a smaller saving runs now and says so. Without carbon data,
     `on_outage="open"` runs now (logged, a reported fallback) and "closed" raises, as on the Airflow operators.
     """
     log = run_logger()

@@ -23,14 +23,19 @@ import pandas as pd
 
 from carbon_operators import plugin_source
 from carbon_sensors.errors import InvalidInputError
-from carbon_sensors.forecast.combine import PERMANENT_ERRORS, SOURCE_ERRORS, assemble_forecast
+from carbon_sensors.forecast.combine import (
+    MODEL_HISTORY_DAYS,
+    PERMANENT_ERRORS,
+    SOURCE_ERRORS,
+    assemble_forecast,
+)
 from carbon_sensors.providers.base import IntensitySource
 from carbon_sensors.providers.cache import shared_cache
 from carbon_sensors.signal import IntensitySignal
 
 # The history our model is fitted on: the operators' default (ForecastWindowStrategy's history_days,
 # assemble_forecast's history).
-MODEL_HISTORY = timedelta(days=28)
+MODEL_HISTORY = timedelta(days=MODEL_HISTORY_DAYS)
 BLEND_TTL = 60.0  # seconds a blend is reused: well inside the providers' own 5 min response cache
 
 Fetched = IntensitySignal | Exception

@@ -38,7 +38,7 @@ class CarbonWindowOperator(BaseOperator):
     Returns the plan (zone, start, end, expected and run-now intensity, savings) to XCom, so the held
     stage can read which zone was chosen.
 
-    :param min_savings: the least expected saving, in percent against running now, worth a hold (default 5,
+    :param min_savings: the least expected saving, in percent against running now, worth a hold (default 1,
         see `carbon_sensors.worth`); a smaller one runs at once and says so. On wake, the hold waits again
         only for a later window that saves at least this much.
     :param resume_overhead: wall time from the window's start to the held task running (triggerer, scheduler,

@@ -28,6 +28,7 @@ from carbon_sensors.errors import InvalidInputError, NoDataError
 from carbon_sensors.forecast.base import HOUR, HourlyHistory, target_matrix
 from carbon_sensors.forecast.combine import (
     ERROR_WINDOW_H,
+    MODEL_HISTORY_DAYS,
     PROVIDER_ERROR_PERSISTENCE,
     HorizonErrors,
     anchor_provider,
@@ -46,8 +47,8 @@ KINDS = ("contiguous", "interruptible")
 DURATIONS_H = (1, 3, 6)
 SLACKS_H = (6, 12, 24)
 WARMUP_H = 28 * 24  # submissions start after the first 28 days
-REFIT_H = 28 * 24  # our model is refitted every four weeks on everything before
-TRAIN_H: int | None = None  # hours of history each refit sees (None: all before)
+REFIT_H = 28 * 24  # our model is refitted every four weeks (live: every hour) on the TRAIN_H before
+TRAIN_H: int | None = MODEL_HISTORY_DAYS * 24  # hours of history each refit sees, as on the live paths
 HORIZON_H = 48
 BUCKETS = ((1, 6), (7, 24), (25, 48))
 THRESHOLD_PERCENTILE = 25.0
@@ -97,8 +98,8 @@ FORECAST_CODE = {
 MODE_TEXT = {
     "once": "planned once at submission, never revisited",
     "replan": "re-planned every hour with the forecast issued then (ForecastWindowStrategy's rule): run now "
-    "when the first plan saves less than min_savings (5%) against running now; else start when starting now "
-    "is the best plan / run this hour when it is among the cheapest still needed",
+    f"when the first plan saves less than min_savings ({DEFAULT_MIN_SAVINGS:g}%) against running now; else "
+    "start when starting now is the best plan / run this hour when it is among the cheapest still needed",
 }
 
 
@@ -211,8 +212,8 @@ class Jobs:
 
 # --- forecasts -------------------------------------------------------------------------------------------
 def rolling_model(actual: HourlyHistory, until: int | None = None) -> np.ndarray:
-    """Our model's forecasts at every hour after the warm-up (to `until`), refitted every REFIT_H on all
-    data before."""
+    """Our model's forecasts at every hour after the warm-up (to `until`), refitted every REFIT_H on the
+    TRAIN_H hours before (the live paths' history)."""
     values = actual.values
     out = np.full((len(values), HORIZON_H), np.nan)
     model = CalendarLagForecaster(max_horizon=HORIZON_H)

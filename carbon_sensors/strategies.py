@@ -22,7 +22,7 @@ import pandas as pd
 
 from carbon_sensors.decision import Decision, Strategy
 from carbon_sensors.errors import CarbonAwareError, InvalidInputError, NoDataError
-from carbon_sensors.forecast.combine import ModelPerHour, assemble_forecast
+from carbon_sensors.forecast.combine import MODEL_HISTORY_DAYS, ModelPerHour, assemble_forecast
 from carbon_sensors.options import Option, Schema, boolean, choice, duration, number, parse_options
 from carbon_sensors.planner import plan_slots
 from carbon_sensors.providers.base import IntensitySource
@@ -243,7 +243,7 @@ class ForecastWindowStrategy(_Base):
         zone: str,
         *,
         min_chunk: timedelta = timedelta(hours=1),
-        history_days: float = 28,
+        history_days: float = MODEL_HISTORY_DAYS,
         horizon: timedelta = timedelta(hours=48),
         use_source_forecast: bool = True,
         min_savings: float = DEFAULT_MIN_SAVINGS,

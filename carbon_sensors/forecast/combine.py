@@ -40,6 +40,9 @@ from carbon_sensors.forecast.model import CalendarLagForecaster
 from carbon_sensors.signal import IntensitySignal, make_signal
 from carbon_sensors.timeutil import require_utc
 
+MODEL_HISTORY_DAYS = 28
+"""Days of history the live paths fit our model on (and the backtest refits on: one policy for both)."""
+
 if TYPE_CHECKING:
     from carbon_sensors.providers.base import IntensitySource
 
@@ -152,7 +155,7 @@ def assemble_forecast(
     start: datetime,
     horizon: timedelta,
     *,
-    history: timedelta = timedelta(days=28),
+    history: timedelta = timedelta(days=MODEL_HISTORY_DAYS),
     use_provider: bool = True,
     fit: Fit | None = None,
 ) -> IntensitySignal:

@@ -162,9 +162,8 @@ class CarbonAwareCallback(Callback):
 
     # --- ending --------------------------------------------------------------------------------------------
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not self.session.ended:
-            self._save(trainer)  # the final model, like the runner's
-            self.result = self.session.finish()
+        if not self.session.ended:  # the final model, like the runner's, holding the whole attempt
+            self.result = self.session.finish(write=lambda: self._write(trainer))
 
     def conclude(self, trainer: pl.Trainer) -> TrainingResult:
         """The attempt's result; a fit that trained nothing (a completed checkpoint resumed) ends completed."""
@@ -174,11 +173,14 @@ class CarbonAwareCallback(Callback):
         return self.result
 
     def _pause(self, trainer: pl.Trainer) -> None:
-        self._save(trainer)
-        self.result = self.session.pause()
+        self.result = self.session.pause(write=lambda: self._write(trainer))
         trainer.should_stop = True
 
-    def _save(self, trainer: pl.Trainer) -> Path:
+    def _save(self, trainer: pl.Trainer) -> None:
+        """A periodic checkpoint: written, then published by the session."""
+        self.session.checkpointed(self._write(trainer))
+
+    def _write(self, trainer: pl.Trainer) -> Path:
         """Lightning's checkpoint of this step, renamed into place atomically; LATEST then names it."""
         session = self.session
         folder = session.checkpoint_dir
@@ -190,7 +192,6 @@ class CarbonAwareCallback(Callback):
             atomic_write_text(folder / LATEST, final.name + "\n")
             for old in list_checkpoints(folder)[: -session.settings.keep_checkpoints]:
                 old.unlink(missing_ok=True)
-        session.checkpointed(final)
         return final
 
 

@@ -63,6 +63,8 @@ LATEST_CHECKPOINT = "latest"
 DEFAULT_CHECKPOINT_EVERY = timedelta(minutes=5)
 CheckpointHook = Callable[[Path, Path], None]
 """Called with (checkpoint file, emissions timeline) after each checkpoint is written."""
+CheckpointWriter = Callable[[], Path]
+"""Writes a framework's checkpoint of the current step (atomically, named `checkpoint_name(step)`)."""
 
 # what the writer rank tells every rank after a step (RankSync.agree)
 _HOLD, _STOP, _WINDOW, _CHECKPOINT = 1, 2, 4, 8
@@ -471,19 +473,25 @@ class CarbonSession:
         return not self._stop.is_set()
 
     # --- ending ------------------------------------------------------------------------------------------
-    def pause(self, state: dict[str, Any] | None = None) -> TrainingResult:
+    def pause(
+        self, state: dict[str, Any] | None = None, *, write: CheckpointWriter | None = None
+    ) -> TrainingResult:
         """End the attempt "paused until" the held decision (or "stopped" when a stop was asked).
 
-        With `state`, saves it first; without, a checkpoint of this step must exist already (`save()` or
-        `checkpointed()`), or the pause would lose the work since the last one.
+        The last checkpoint is written after the attempt's end is recorded, so it holds the whole attempt:
+        `state` is saved by the session, or `write()` writes a framework's own checkpoint of this step (with
+        `state_dict()` inside) and returns its path. Without either, a checkpoint of this step must exist
+        already, or the pause would lose the work since the last one.
         """
         stopped = self._stop.is_set() or self._hold is None
         hold = None if stopped else self._hold
-        return self._end("stopped" if stopped else "paused", hold, state)
+        return self._end("stopped" if stopped else "paused", hold, state, write)
 
-    def finish(self, state: dict[str, Any] | None = None) -> TrainingResult:
-        """End the attempt "completed", saving `state` as the final checkpoint when given."""
-        return self._end("completed", None, state)
+    def finish(
+        self, state: dict[str, Any] | None = None, *, write: CheckpointWriter | None = None
+    ) -> TrainingResult:
+        """End the attempt "completed", with `state` (or `write()`) as the final checkpoint, as in `pause()`."""
+        return self._end("completed", None, state, write)
 
     def close(self) -> None:
         """Release the monitor and the SIGTERM handler; an attempt never ended counts as "failed"."""
@@ -502,10 +510,13 @@ class CarbonSession:
         finally:
             self._release()
 
-    def _end(self, status: str, hold: Decision | None, state: dict[str, Any] | None) -> TrainingResult:
+    def _end(
+        self, status: str, hold: Decision | None, state: dict[str, Any] | None, write: CheckpointWriter | None
+    ) -> TrainingResult:
         self._require_running()
         assert self.ledger is not None
-        if state is None and self._checkpoint_step != self.steps_done and status != "completed":
+        unsaved = state is None and write is None and self._checkpoint_step != self.steps_done
+        if unsaved and status != "completed":
             raise CheckpointError(
                 f"{status} at step {self.steps_done} without a checkpoint of it: pass the loop's state "
                 "(or save() it) first, so the resumed run goes on from here"
@@ -516,6 +527,8 @@ class CarbonSession:
         self.ledger.end_attempt(status)
         if state is not None:
             self._write(state)  # last: the checkpoint's ledger holds the whole attempt
+        elif write is not None:
+            self.checkpointed(write())
         if status == "stopped":
             why = "SIGTERM: " if self._sigterm is not None and self._sigterm.received else ""
             log.info("%sstopped at step %d with a checkpoint", why, self.steps_done)
@@ -638,8 +651,8 @@ class CarbonSession:
             from_checkpoint.write_jsonl()
             return from_checkpoint
         ledger.absorb(from_checkpoint)
-        saved_until = max((i.end for i in from_checkpoint.intervals), default=from_checkpoint.submitted_at)
-        lost = sum(1 for i in ledger.intervals if i.start >= saved_until)
+        saved = {(i.start, i.end) for i in from_checkpoint.intervals}
+        lost = sum(1 for i in ledger.intervals if (i.start, i.end) not in saved)
         if lost:
             ledger.note(
                 f"{lost} interval(s) measured after the last checkpoint (step {self.steps_done}) were re-run "

@@ -192,7 +192,9 @@ def test_sigterm_stops_with_a_checkpoint_then_ends_the_process(trainers: Trainer
     stopped = [line for line in seen if line.startswith("SIGTERM: stopped at step ")]
     assert stopped, seen[-5:]
     found = load_newest(folder)
-    assert found is not None and found[1]["carbon"]["progress"]["steps_done"] == int(stopped[0].split()[4]) >= 30
+    assert (
+        found is not None and found[1]["carbon"]["progress"]["steps_done"] == int(stopped[0].split()[4]) >= 30
+    )
 
 
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(

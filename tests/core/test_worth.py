@@ -1,6 +1,6 @@
 """Minimum saving worth a hold, on real DE data (2023-06-02, perfect forecast): the low is 155 g at 11:00.
 
-From 10:00 the 11:00 window saves 2.4% (158.8 g now): not worth a hold at the default 5%. From 09:00 it saves
+From 10:00 the 11:00 window saves 2.4% (158.8 g now): not worth a hold at min_savings=5 (but at the default 1%). From 09:00 it saves
 5.4% (163.8 g now): worth it. Reproduced defect: the window hold waited 22 trace hours for a 4.1% saving.
 """
 
@@ -37,10 +37,11 @@ def test_a_small_saving_is_not_worth_a_hold_and_the_reason_says_so() -> None:
     assert small.start == pd.Timestamp("2023-06-02T11:00Z") and small.savings_pct == pytest.approx(
         2.37, abs=0.01
     )
-    reason = not_worth_holding(small, DEFAULT_MIN_SAVINGS)
+    reason = not_worth_holding(small, 5)
     assert reason is not None and "saves only 2.4%" in reason and "min_savings=5%" in reason
     assert not_worth_holding(small, 0) is None  # 0: hold for any saving
-    assert not_worth_holding(plan_from("2023-06-02T09:00Z"), DEFAULT_MIN_SAVINGS) is None  # 5.4%: worth it
+    assert not_worth_holding(small, DEFAULT_MIN_SAVINGS) is None  # the default 1%: 2.4% is worth a hold
+    assert not_worth_holding(plan_from("2023-06-02T09:00Z"), 5) is None  # 5.4%: worth it at 5% too
 
 
 @pytest.mark.parametrize("bad", [-1, 100, float("nan"), "5", True])
@@ -52,9 +53,11 @@ def test_min_savings_must_be_a_percentage(bad: object) -> None:
 def test_forecast_window_strategy_runs_rather_than_pause_for_a_small_saving() -> None:
     now = pd.Timestamp("2023-06-02T10:00Z")
     deadline = now + 7 * HOUR
-    default = ForecastWindowStrategy(perfect(now), "DE", min_chunk=HOUR)
-    decision = default.decide(now, remaining_work=HOUR, deadline=deadline)
+    strict = ForecastWindowStrategy(perfect(now), "DE", min_chunk=HOUR, min_savings=5)
+    decision = strict.decide(now, remaining_work=HOUR, deadline=deadline)
     assert decision.action is Action.RUN and "less than min_savings=5%" in decision.reason
+    default = ForecastWindowStrategy(perfect(now), "DE", min_chunk=HOUR)  # 1%: 2.4% is worth the hold
+    assert default.decide(now, remaining_work=HOUR, deadline=deadline).action is Action.PAUSE
     eager = ForecastWindowStrategy(perfect(now), "DE", min_chunk=HOUR, min_savings=0)
     held = eager.decide(now, remaining_work=HOUR, deadline=deadline)
     assert held.action is Action.PAUSE and held.until == pd.Timestamp("2023-06-02T11:00Z")
@@ -64,12 +67,12 @@ def test_once_held_a_job_follows_its_plan_even_when_the_saving_left_is_small() -
     """min_savings decides a job's first hold only: held from 09:00 (5.4%), at 10:00 the 11:00 window saves
     2.4%, and the held job still waits for it (re-checking the saving at every re-plan cost savings)."""
     first = pd.Timestamp("2023-06-02T09:00Z")
-    strategy = ForecastWindowStrategy(perfect(first), "DE", min_chunk=HOUR)
+    strategy = ForecastWindowStrategy(perfect(first), "DE", min_chunk=HOUR, min_savings=5)
     held = strategy.decide(first, remaining_work=HOUR, deadline=first + 8 * HOUR)
     assert held.action is Action.PAUSE and strategy.paused_since == first
     later = pd.Timestamp("2023-06-02T10:00Z")
     strategy.source = perfect(later)
     again = strategy.decide(later, remaining_work=HOUR, deadline=first + 8 * HOUR)
     assert again.action is Action.PAUSE and again.until == pd.Timestamp("2023-06-02T11:00Z")
-    fresh = ForecastWindowStrategy(perfect(later), "DE", min_chunk=HOUR)  # a new job at 10:00 runs now
+    fresh = ForecastWindowStrategy(perfect(later), "DE", min_chunk=HOUR, min_savings=5)  # a new job runs now
     assert fresh.decide(later, remaining_work=HOUR, deadline=first + 8 * HOUR).action is Action.RUN

@@ -76,6 +76,7 @@ def test_two_pauses_resume_bitwise_in_fresh_trainers(tmp_path: Path, loader_kw: 
     assert report.energy_kwh == pytest.approx(expected_kwh, rel=1e-9) == pytest.approx(sum(segments))
     assert report.pauses == 2 and report.submitted_at == START
     assert report.emissions_g > 0 and report.intensity_sources == ["electricitymaps-portal"]
+    assert not any("re-run after a crash" in n for n in report.fallbacks)  # no tail left out of a checkpoint
     assert [e["epoch"] for e in result.epochs] == [0, 1, 2]
     assert [e["steps"] for e in result.epochs] == [BATCHES] * 3
     assert read_jsonl(folder / "emissions.jsonl").report().to_dict() == report.to_dict()

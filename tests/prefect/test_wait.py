@@ -220,10 +220,10 @@ def test_no_data_falls_back_visibly_or_fails_if_asked() -> None:
 
 
 def test_a_window_saving_less_than_min_savings_runs_now_and_says_why() -> None:
-    """From 10:00 the 11:00 low saves 2.4% (158.8 -> 155.0 g): under the default 5% no hold; from 09:00 (5.4%)
+    """From 10:00 the 11:00 low saves 2.4% (158.8 -> 155.0 g): under min_savings=5 no hold; from 09:00 (5.4%)
     the wait holds. Reproduced: the hold waited 22 trace hours for a 4.1% saving."""
     sleeps = Sleeps()
-    small = hold({"duration": "1h", "deadline": "2023-06-02T17:00Z",
+    small = hold({"duration": "1h", "deadline": "2023-06-02T17:00Z", "min_savings": 5,
                   "source": replayed(pd.Timestamp("2023-06-02T10:00Z")), "sleep": sleeps})  # fmt: skip
     assert small.action == "run" and sleeps.seconds == [] and small.waited_seconds == 0
     assert "saves only 2.4% against running now, less than min_savings=5%" in small.reason
