@@ -12,7 +12,7 @@ import pkgutil
 import runpy
 import sys
 
-HEAVY = ("torch", "sklearn")
+HEAVY = ("torch", "sklearn", "lightning", "transformers", "mlflow")
 
 
 def main(package: str, files: list[str]) -> None:
