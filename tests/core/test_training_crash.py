@@ -160,7 +160,7 @@ def test_a_crashed_attempts_energy_stays_in_the_resumed_report(
     crashed = read_jsonl(crashed_copy)
 
     job = build_job(1, epochs=epochs)
-    runner = TrainingRunner(
+    runner: TrainingRunner = TrainingRunner(
         job,
         checkpoint_dir=folder,
         measure_every_seconds=0.02,
@@ -231,7 +231,7 @@ def test_timed_checkpoints_are_on_by_default_and_published_as_written(tmp_path: 
 
     job.loss_fn = slow_loss
     published: list[tuple[int, bool]] = []
-    runner = TrainingRunner(
+    runner: TrainingRunner = TrainingRunner(
         job, checkpoint_dir=tmp_path / "t", checkpoint_every=timedelta(milliseconds=40), monitor=monitor,
         on_checkpoint=lambda ckpt, timeline: published.append((runner.steps_done, ckpt.is_file() and timeline.is_file())),
     )  # fmt: skip
