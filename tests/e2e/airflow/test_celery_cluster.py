@@ -283,7 +283,7 @@ def test_training_moves_between_celery_workers_and_survives_a_sigkill(
     ).run()
     _, state_dict = load_checkpoint(final)
     for name, tensor in job.model.state_dict().items():
-        assert torch.equal(tensor, state_dict["model"][name]), name
+        assert torch.equal(tensor, state_dict["user"]["model"][name]), name
 
 
 def dag_job() -> Any:
