@@ -212,6 +212,7 @@ class CarbonSession:
         self._key = f"session-{id(self)}"
         self._window_clock = pd.Timestamp(0, tz="UTC")
         self._window_mono = 0.0
+        self._window_open = False
 
     @property
     def sync(self) -> RankSync:
@@ -500,12 +501,14 @@ class CarbonSession:
         self._closed = True
         try:
             if self.ledger is not None and self._ended is None:
-                # this rank's energy only: the other ranks may never reach a collective again
-                measured = self.sync.own(self.monitor.end_window(self._key))
+                if self._window_open:  # an exception may come between a window's close and the next open
+                    # this rank's energy only: the other ranks may never reach a collective again
+                    measured = self.sync.own(self.monitor.end_window(self._key))
+                    if self.sync.is_writer:
+                        self.ledger.add_energy(
+                            self._window_clock, self.clock(), measured.joules, measured.sources
+                        )
                 if self.sync.is_writer:
-                    self.ledger.add_energy(
-                        self._window_clock, self.clock(), measured.joules, measured.sources
-                    )
                     self.ledger.end_attempt("failed")
         finally:
             self._release()
@@ -575,6 +578,7 @@ class CarbonSession:
 
     # --- energy windows ----------------------------------------------------------------------------------
     def _open_window(self) -> None:
+        self._window_open = True
         self.monitor.begin_window(self._key)
         self._window_clock = self.clock()
         self._window_mono = time.monotonic()
@@ -589,6 +593,7 @@ class CarbonSession:
 
     def _close_window(self, label: str | None = None) -> None:
         assert self.ledger is not None
+        self._window_open = False
         measured = self.sync.total(self.monitor.end_window(self._key))
         if self.sync.is_writer:
             self.ledger.add_energy(
