@@ -144,11 +144,9 @@ def test_a_pause_without_a_checkpoint_of_its_step_is_refused(tmp_path: Path) -> 
             carbon.pause()
         carbon.save({"step": 1})
         assert carbon.pause().status == "stopped"  # no hold: the loop chose to stop
-    with (
-        pytest.raises(InvalidInputError, match=r"unknown session setting.*'strategi'.*valid"),
-        carbon_session(tmp_path, strategi=None),
-    ):
-        pass
+    refused = carbon_session(tmp_path, strategi=None)
+    with pytest.raises(InvalidInputError, match=r"unknown session setting.*'strategi'.*valid"):
+        refused.__enter__()  # the settings are checked as the block is entered
 
 
 def test_an_exception_in_the_loop_keeps_its_energy_and_marks_the_attempt_failed(tmp_path: Path) -> None:
