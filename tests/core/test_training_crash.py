@@ -150,7 +150,8 @@ def test_a_crashed_attempts_energy_stays_in_the_resumed_report(
     trainers: Trainers, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder, epochs = tmp_path / "ckpt", 10
-    pid = trainers.start(folder, 10, 0.02, epochs)
+    # 5 ms windows: the 5 steps between the checkpoint at 40 and the kill (each sleeps >= 2 ms) surely close one
+    pid = trainers.start(folder, 10, 0.005, epochs)
     seen: list[str] = []
     trainers.expect(lambda line: line == "at 45", seen=seen)
     os.kill(pid, signal.SIGKILL)
