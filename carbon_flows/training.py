@@ -342,6 +342,7 @@ def train_carbon_aware(
             intensity_source=intensity_source,
             deadline=finish_by,
             clock=clock.now,
+            clock_ns=clock.now_ns,
             decision_refresh_seconds=decision_refresh_seconds,
             pue=pue,
             expected_duration=work,

@@ -334,6 +334,7 @@ class CarbonAwareTrainingOperator(BaseOperator):
             intensity_source=target.source,
             deadline=target.deadline,
             clock=target.clock.now,
+            clock_ns=target.clock.now_ns,
             checkpoint_every_steps=self.checkpoint_every_steps,
             checkpoint_every=every,
             on_checkpoint=store.on_checkpoint,

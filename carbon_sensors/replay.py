@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
 
 import pandas as pd
 
@@ -52,8 +54,22 @@ class Replay:
 
     def trace_time(self, wall: datetime | None = None) -> pd.Timestamp:
         """The trace moment that is 'now' at wall time `wall` (default: the real now)."""
-        now = utcnow() if wall is None else require_utc(wall, "wall")
-        return self.trace_start + (now - self.wall_start) * self.speed
+        now_ns = time.time_ns() if wall is None else require_utc(wall, "wall").value
+        return pd.Timestamp(self._trace_ns(now_ns), tz=UTC)
+
+    def trace_time_ns(self) -> int:
+        """`trace_time()` in integer nanoseconds: the clock a training session reads at every step."""
+        return self._trace_ns(time.time_ns())
+
+    @cached_property
+    def _origins(self) -> tuple[int, int]:
+        """(wall start in ns, trace start in us) as plain ints: no Timestamp is touched at every step."""
+        return self.wall_start.value, self.trace_start.value // 1000
+
+    def _trace_ns(self, wall_ns: int) -> int:
+        """Rounded to whole microseconds, the wall clock's resolution, at which time indexes can be compared."""
+        wall_start_ns, trace_start_us = self._origins
+        return (trace_start_us + round((wall_ns - wall_start_ns) * self.speed / 1000)) * 1000
 
     def wall_time(self, trace: datetime) -> pd.Timestamp:
         """When trace moment `trace` will be 'now' on the wall clock (to wait for a replayed window)."""
@@ -124,6 +140,10 @@ class GridClock:
     def now(self) -> pd.Timestamp:
         """Grid time now."""
         return utcnow() if self.replay is None else self.replay.trace_time()
+
+    def now_ns(self) -> int:
+        """Grid time now, in integer nanoseconds since the epoch (cheap enough to read at every step)."""
+        return time.time_ns() if self.replay is None else self.replay.trace_time_ns()
 
     def to_wall(self, grid: datetime) -> pd.Timestamp:
         """When grid moment `grid` comes on the wall clock."""

@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -53,7 +53,7 @@ from carbon_sensors.training.checkpoint import (
 )
 from carbon_sensors.training.distributed import default_sync
 from carbon_sensors.training.job import TrainingResult
-from carbon_sensors.training.ranks import RankSync
+from carbon_sensors.training.ranks import LocalSync, RankSync
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,9 @@ class SessionSettings:
     :param expected_duration: the whole job's run time, for loops whose length is unknown.
     :param resume_overhead: time from "resume" to the first resumed step, kept before the deadline.
     :param clock: the time decisions and windows use (grid time under replay); default UTC now.
+    :param clock_ns: the same clock in integer nanoseconds since the epoch, read at every step (a Timestamp
+        costs tens of microseconds there, after a step has pushed pandas out of the CPU caches); default:
+        `time.time_ns` without a `clock`, else `clock().value`. `GridClock.now_ns` goes with `GridClock.now`.
     :param checkpoint_every: wall time between periodic checkpoints (None: only at pauses and the end).
     :param checkpoint_every_steps: also checkpoint every this many steps.
     :param keep_checkpoints: checkpoints kept in the folder (a torn newest one falls back to the one before).
@@ -113,6 +116,7 @@ class SessionSettings:
     expected_duration: timedelta | None = None
     resume_overhead: timedelta = timedelta(0)
     clock: Callable[[], pd.Timestamp] | None = None
+    clock_ns: Callable[[], int] | None = None
     checkpoint_every: timedelta | None = DEFAULT_CHECKPOINT_EVERY
     checkpoint_every_steps: int | None = None
     keep_checkpoints: int = 2
@@ -183,6 +187,7 @@ class CarbonSession:
         self.deadline = None if s.deadline is None else require_utc(s.deadline, "deadline")
         self.guard = DeadlineGuard(self.deadline, resume_overhead=s.resume_overhead)
         self.clock: Callable[[], pd.Timestamp] = s.clock if s.clock is not None else utcnow
+        self.clock_ns: Callable[[], int] = _clock_ns(s)
         self._lookup = IntensityLookup(s.intensity_source, s.zone)
         self._monitor = s.monitor  # or one of its own, from begin() to the end
         self._own_monitor = False
@@ -201,8 +206,10 @@ class CarbonSession:
         self._hold: Decision | None = None
         self._flags = 0
         self._polled_at_step = -1
-        self._next_decision: pd.Timestamp | None = None
-        self._step_started = 0  # ns of the clock: per-step arithmetic stays on ints (a step may be ~1 ms)
+        # ns of the clock: the per-step path stays on ints (a step may be ~1 ms)
+        self._next_decision: int | None = None
+        self._quiet_until = 0  # steps before this need no poll (see _quiet); 0: poll at every step
+        self._step_started = 0
         self._last_checkpoint_mono = time.monotonic()
         self._checkpoint: Path | None = None
         self._checkpoint_step = -1
@@ -285,13 +292,16 @@ class CarbonSession:
         if self._monitor is None:
             self._monitor, self._own_monitor = PowerMonitor(), True
         now = self.clock()
+        if self.settings.clock_ns is not None:
+            _check_clocks(now, self.clock_ns())
         self.ledger.begin_attempt(now, self.steps_done)
         if self.settings.stop_on_sigterm:
             self._sigterm = _SigtermScope(self._stop)
             self._sigterm.install()
         self._last_checkpoint_mono = time.monotonic()
         self._step_started = now.value
-        self._next_decision = now if self.step_times.known else None
+        self._next_decision = now.value if self.step_times.known else None
+        self._quiet_until = 0
         self._open_window()
         if self.sync.is_writer:
             for listener in self.settings.listeners:
@@ -304,24 +314,27 @@ class CarbonSession:
         `loss` (a tensor or number) is kept for the report; it is read only when a report is made.
         """
         self._require_running()
-        now = self.clock()
-        took = now.value - self._step_started
+        now = self.clock_ns()
+        took = now - self._step_started
         self.step_times.add(took / 1e9)
         self._worked_ns += took
-        self._step_started = now.value
+        self._step_started = now
         self.steps_done += 1
         self._epoch_energy["steps"] += 1
         if loss is not None:
             self._last_loss = loss
         if self._next_decision is None and self.step_times.known:
             self._next_decision = now  # the first decision waits for a timed step (or a prior)
-        self._poll(now)
+        if self._quiet(now):
+            self._polled_at_step = self.steps_done  # nothing is due: the flags stay clear
+        else:
+            self._poll(now)
 
     def should_pause(self) -> bool:
         """Whether the loop should save and return `pause()` now: the grid says hold, or a stop was asked."""
         self._require_running()
         if self._polled_at_step != self.steps_done:
-            self._poll(self.clock())  # before the attempt's first step: a resume may still be held
+            self._poll(self.clock_ns())  # before the attempt's first step: a resume may still be held
         return bool(self._flags & (_HOLD | _STOP))
 
     def checkpoint_due(self) -> bool:
@@ -332,17 +345,35 @@ class CarbonSession:
         """Ask the loop to checkpoint and stop at its next step boundary (thread-safe; for on_kill)."""
         self._stop.set()
 
-    def _poll(self, now: pd.Timestamp) -> None:
+    def _quiet(self, now: int) -> bool:
+        """Whether nothing can be due after this step, so that it needs no poll (a few microseconds a step,
+        which matter on a step of a few milliseconds)."""
+        return (
+            now < self._quiet_until
+            and not self._flags
+            and not self._stop.is_set()
+            and not self._periodic_checkpoint_due()
+        )
+
+    def _poll_again_at(self) -> int:
+        """The clock (ns) before which no decision or energy window is due; 0 where every step must poll:
+        several ranks agree at every step, and the first decision has not been made."""
+        if self._next_decision is None or not isinstance(self.sync, LocalSync):
+            return 0
+        window_due = self._window_clock.value + round(self.settings.measure_every_seconds * 1e9)
+        return min(self._next_decision, window_due)
+
+    def _poll(self, now: int) -> None:
         """The writer decides what is due after this step; every rank then acts on the same flags."""
         flags, until_ns = 0, 0
         if self.sync.is_writer:
             if self._stop.is_set():
                 flags |= _STOP
             elif self._next_decision is not None and now >= self._next_decision:
-                decision = self._decide(now)
-                decided = self.clock()
-                self._step_started = decided.value  # a slow decision (a provider's retries) is not step time
-                self._next_decision = decided + timedelta(seconds=self.settings.decision_refresh_seconds)
+                decision = self._decide(pd.Timestamp(now, tz=UTC))
+                decided = self.clock_ns()
+                self._step_started = decided  # a slow decision (a provider's retries) is not step time
+                self._next_decision = decided + round(self.settings.decision_refresh_seconds * 1e9)
                 if decision.action is not Action.RUN and decision.until is not None:
                     flags, until_ns = flags | _HOLD, decision.until.value
             if self._window_due(now):
@@ -360,6 +391,7 @@ class CarbonSession:
         if flags & _WINDOW and not flags & _CHECKPOINT:
             self._close_window()
             self._open_window()
+        self._quiet_until = self._poll_again_at()
 
     def _decide(self, now: pd.Timestamp) -> Decision:
         assert self.ledger is not None
@@ -469,7 +501,7 @@ class CarbonSession:
         self.step_times.restart()
         self._step_started = now.value
         self._hold, self._flags = None, self._flags & ~_HOLD
-        self._next_decision = now
+        self._next_decision, self._quiet_until = now.value, 0
         self._polled_at_step = -1
         return not self._stop.is_set()
 
@@ -583,11 +615,11 @@ class CarbonSession:
         self._window_clock = self.clock()
         self._window_mono = time.monotonic()
 
-    def _window_due(self, now: pd.Timestamp) -> bool:
+    def _window_due(self, now: int) -> bool:
         """`measure_every_seconds` of clock (grid) time have passed, and at least a second of wall time (or
         `measure_every_seconds` if shorter), since energy counters update only about every 100 ms."""
         every = self.settings.measure_every_seconds
-        grid = (now.value - self._window_clock.value) / 1e9
+        grid = (now - self._window_clock.value) / 1e9
         wall = time.monotonic() - self._window_mono
         return grid >= every and wall >= min(every, 1.0)
 
@@ -688,6 +720,25 @@ class CarbonSession:
         self._checkpoint_step = self.steps_done
         log.info(
             "resumed from %s at epoch %d, step %d", source or "a checkpoint", self.epoch, self.steps_done
+        )
+
+
+def _clock_ns(settings: SessionSettings) -> Callable[[], int]:
+    """The session's per-step clock: `clock_ns`, else the wall clock's, else `clock()` read as integers."""
+    if settings.clock_ns is not None:
+        return settings.clock_ns
+    clock = settings.clock
+    if clock is None:
+        return time.time_ns
+    return lambda: clock().value
+
+
+def _check_clocks(now: pd.Timestamp, now_ns: int) -> None:
+    """`clock` and `clock_ns` must be one clock: decisions read one and step times the other."""
+    if abs(now.value - now_ns) > 1_000_000_000:
+        raise InvalidInputError(
+            f"clock() says {now.isoformat()} but clock_ns() says {pd.Timestamp(now_ns, tz=UTC).isoformat()}; "
+            "give clock_ns the same clock in integer nanoseconds (or leave it unset)"
         )
 
 

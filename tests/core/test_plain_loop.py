@@ -10,11 +10,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
 from training_models import START, FakeClock, StepMeter, dirty_clean_trace
 
+from carbon_sensors.decision import Decision
 from carbon_sensors.emissions import read_jsonl
 from carbon_sensors.errors import CheckpointError, InvalidInputError
 from carbon_sensors.power import PowerMonitor
@@ -163,3 +165,49 @@ def test_an_exception_in_the_loop_keeps_its_energy_and_marks_the_attempt_failed(
     timeline = read_jsonl(tmp_path / "emissions.jsonl")
     assert [a.status for a in timeline.attempts] == ["failed"]
     assert timeline.report().energy_kwh == pytest.approx(3 * JOULES_PER_STEP / 3.6e6)
+
+
+class AskedAt:
+    """A strategy that records when it is asked; it holds for an hour when asked at `hold_at`."""
+
+    def __init__(self, hold_at: pd.Timestamp) -> None:
+        self.hold_at, self.asked = hold_at, list[pd.Timestamp]()
+
+    def decide(self, now: pd.Timestamp, *, remaining_work: Any, deadline: Any) -> Decision:
+        self.asked.append(now)
+        if now == self.hold_at:
+            return Decision.pause_until(now + timedelta(hours=1), "dirty")
+        return Decision.run("clean")
+
+
+def test_steps_between_decisions_skip_the_poll_yet_each_decision_comes_at_its_step(tmp_path: Path) -> None:
+    refresh = 3 * STEP_TIME  # with no energy window due either, two steps of three need no poll
+    strategy = AskedAt(hold_at=START + 7 * STEP_TIME)  # the first decision is after step 1
+    clock = FakeClock()
+    with carbon_session(
+        tmp_path, total_steps=STEPS, clock=clock, monitor=PowerMonitor([StepMeter()], start=False),
+        strategy=strategy, decision_refresh_seconds=refresh.total_seconds(), measure_every_seconds=36_000,
+        estimated_step_seconds=STEP_TIME.total_seconds(),
+    ) as carbon:  # fmt: skip
+        carbon.resume()
+        paused_at = None
+        for _ in range(STEPS):
+            clock.now += STEP_TIME
+            carbon.step()
+            if carbon.should_pause():
+                paused_at = carbon.steps_done
+                break
+        carbon.save({"step": paused_at})
+        assert carbon.pause().status == "paused"
+    assert paused_at == 7
+    assert strategy.asked == [START + STEP_TIME + k * refresh for k in range(3)]
+
+
+def test_a_clock_ns_that_is_another_clock_is_refused(tmp_path: Path) -> None:
+    clock = FakeClock()
+    wrong = carbon_session(tmp_path, clock=clock, clock_ns=lambda: (START + timedelta(hours=1)).value)
+    with (
+        pytest.raises(InvalidInputError, match=r"clock\(\) says 2023-06-01T00:00:00\+00:00 but clock_ns\(\)"),
+        wrong as carbon,
+    ):
+        carbon.resume()
