@@ -1,7 +1,8 @@
 """Training-runner overhead: the same small CPU model trained bare and through the runner, interleaved.
 
-Also the Lightning callback's: the same model as a LightningModule fitted with and without
-`CarbonAwareCallback` (fresh Trainers, alternating order per round), under the key "lightning".
+Also the Lightning callback's: the same model as a LightningModule fitted without callbacks, with an empty
+callback (what Lightning itself costs per extra callback) and with `CarbonAwareCallback` (fresh Trainers,
+order rotating per round), under the key "lightning".
 
 The runner runs with everything on: power monitor (background timeline), emissions ledger with a recorded
 intensity trace under replay, and a strategy asked between steps. Step time is the time between consecutive
@@ -13,6 +14,7 @@ batch fetches, so it includes every piece of per-step bookkeeping. Prints JSON.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import shutil
@@ -32,10 +34,18 @@ from carbon_sensors.decision import Decision
 from carbon_sensors.power import PowerMonitor
 from carbon_sensors.providers.trace import TraceProvider
 from carbon_sensors.replay import Replay
-from carbon_sensors.training import TrainingJob, TrainingRunner
+from carbon_sensors.training import SessionSettings, TrainingJob, TrainingRunner
 
 ZONE = "DE"
-DECISION_REFRESH = [1.0]  # grid seconds between strategy decisions (--decision-refresh-seconds)
+SPEED = 60.0  # the replay's speed: grid seconds per wall second
+
+
+@dataclasses.dataclass(frozen=True)
+class Cadence:
+    """How often the session decides and closes an energy window, in grid seconds."""
+
+    decision_refresh_seconds: float
+    measure_every_seconds: float
 
 
 class StampedLoader:
@@ -78,7 +88,15 @@ def step_times(stamps: list[float]) -> list[float]:
 class Bench:
     """One model and loader, trained in alternating bare and runner blocks; collects per-step times."""
 
-    def __init__(self, width: int, batch: int, steps: int, provider: TraceProvider, replay: Replay) -> None:
+    def __init__(
+        self,
+        width: int,
+        batch: int,
+        steps: int,
+        provider: TraceProvider,
+        replay: Replay,
+        cadence: Cadence,
+    ) -> None:
         torch.manual_seed(0)
         features = 256 if width else 4
         x, y = torch.randn(batch * steps, features), torch.randn(batch * steps, 1)
@@ -90,7 +108,7 @@ class Bench:
         self.model = nn.Sequential(*layers)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-3)
         self.loader = StampedLoader(DataLoader(TensorDataset(x, y), batch_size=batch, shuffle=True))
-        self.provider, self.replay = provider, replay
+        self.provider, self.replay, self.cadence = provider, replay, cadence
         self.monitor = PowerMonitor(sample_interval_s=1.0)
         self.folder = tempfile.mkdtemp(prefix="overhead-")
         self.bare: list[float] = []
@@ -111,8 +129,9 @@ class Bench:
         job = TrainingJob(self.model, self.optimizer, self.loader, loss_fn=nn.functional.mse_loss)
         runner = TrainingRunner(
             job, checkpoint_dir=self.folder, strategy=ThresholdStrategy(self.provider), zone=ZONE,
-            intensity_source=self.provider, clock=self.replay.trace_time, monitor=self.monitor,
-            decision_refresh_seconds=DECISION_REFRESH[0], measure_every_seconds=1.0,
+            intensity_source=self.provider, clock=self.replay.trace_time, clock_ns=self.replay.trace_time_ns,
+            monitor=self.monitor, decision_refresh_seconds=self.cadence.decision_refresh_seconds,
+            measure_every_seconds=self.cadence.measure_every_seconds,
         )  # fmt: skip
         assert runner.run().status == "completed"
         return step_times(self.loader.stamps)
@@ -131,7 +150,11 @@ class Bench:
 
 
 class LightningBench:
-    """The bench's model and data as a LightningModule, fitted with and without the callback, interleaved."""
+    """The bench's model and data as a LightningModule, fitted three ways, interleaved: without callbacks,
+    with a callback that does nothing (Lightning's own cost of dispatching every hook to one more callback)
+    and with `CarbonAwareCallback`."""
+
+    VARIANTS = ("bare", "empty_callback", "carbon")
 
     def __init__(self, bench: Bench) -> None:
         import lightning.pytorch as pl
@@ -148,30 +171,50 @@ class LightningBench:
             def configure_optimizers(self) -> torch.optim.Optimizer:
                 return torch.optim.SGD(self.parameters(), lr=1e-3)
 
-        self.bench, self.module = bench, Module(bench.model)
-        self.bare: list[float] = []
-        self.callback: list[float] = []
-        self.per_round: list[float] = []
-        self.per_round_cpu: list[float] = []
+        from carbon_sensors.integrations.lightning import CarbonAwareCallback
 
-    def fit(self, with_callback: bool) -> tuple[list[float], list[float]]:
+        hook_ns: list[int] = []
+
+        class TimedCallback(CarbonAwareCallback):
+            """The callback, with the time its per-batch hook takes recorded (the noise-free part of its cost)."""
+
+            def on_train_batch_end(self, *args: Any) -> None:
+                start = time.perf_counter_ns()
+                super().on_train_batch_end(*args)
+                hook_ns.append(time.perf_counter_ns() - start)
+
+        self.bench, self.module = bench, Module(bench.model)
+        self.timed_callback, self.hook_ns = TimedCallback, hook_ns
+        self.steps: dict[str, list[float]] = {name: [] for name in self.VARIANTS}
+        self.per_round: dict[str, list[float]] = {name: [] for name in self.VARIANTS[1:]}
+        self.per_round_cpu: dict[str, list[float]] = {name: [] for name in self.VARIANTS[1:]}
+        self.per_round_extra: dict[str, list[float]] = {name: [] for name in self.VARIANTS[1:]}
+
+    def callbacks(self, variant: str) -> list[Any]:
         import lightning.pytorch as pl
 
-        from carbon_sensors.integrations.lightning import CarbonAwareCallback
         from carbon_sensors.training import CarbonSession, SessionSettings
 
+        if variant == "bare":
+            return []
+        if variant == "empty_callback":
+            return [pl.Callback()]
         bench = self.bench
-        callbacks: list[pl.Callback] = []
-        if with_callback:
-            settings = SessionSettings(
-                strategy=ThresholdStrategy(bench.provider), zone=ZONE, intensity_source=bench.provider,
-                clock=bench.replay.trace_time, monitor=bench.monitor,
-                decision_refresh_seconds=DECISION_REFRESH[0], measure_every_seconds=1.0,
-            )  # fmt: skip
-            callbacks.append(CarbonAwareCallback(CarbonSession(bench.folder, settings)))
+        settings = SessionSettings(
+            strategy=ThresholdStrategy(bench.provider), zone=ZONE, intensity_source=bench.provider,
+            clock=bench.replay.trace_time, clock_ns=bench.replay.trace_time_ns, monitor=bench.monitor,
+            decision_refresh_seconds=bench.cadence.decision_refresh_seconds,
+            measure_every_seconds=bench.cadence.measure_every_seconds,
+        )  # fmt: skip
+        return [self.timed_callback(CarbonSession(bench.folder, settings))]
+
+    def fit(self, variant: str) -> tuple[list[float], list[float]]:
+        import lightning.pytorch as pl
+
+        bench = self.bench
         trainer = pl.Trainer(
             max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
+            enable_progress_bar=False, enable_model_summary=False, callbacks=self.callbacks(variant),
         )  # fmt: skip
         bench.loader.stamps.clear()
         bench.loader.cpu_stamps.clear()
@@ -179,71 +222,105 @@ class LightningBench:
         return step_times(bench.loader.stamps), step_times(bench.loader.cpu_stamps)
 
     def run(self, rounds: int) -> None:
-        self.fit(False)  # warm-up, not counted
+        self.fit("bare")  # warm-up, not counted
         for r in range(rounds):
-            order = (False, True) if r % 2 == 0 else (True, False)
-            times = {with_callback: self.fit(with_callback) for with_callback in order}
-            (bare, bare_cpu), (callback, callback_cpu) = times[False], times[True]
-            self.bare += bare
-            self.callback += callback
-            self.per_round.append(statistics.median(callback) / statistics.median(bare))
-            self.per_round_cpu.append(statistics.median(callback_cpu) / statistics.median(bare_cpu))
+            order = self.VARIANTS[r % 3 :] + self.VARIANTS[: r % 3]  # each variant first, second, third
+            times = {variant: self.fit(variant) for variant in order}
+            bare, bare_cpu = times["bare"]
+            self.steps["bare"] += bare
+            for variant in self.VARIANTS[1:]:
+                wall, cpu = times[variant]
+                self.steps[variant] += wall
+                self.per_round[variant].append(statistics.median(wall) / statistics.median(bare))
+                self.per_round_extra[variant].append(statistics.median(wall) - statistics.median(bare))
+                self.per_round_cpu[variant].append(statistics.median(cpu) / statistics.median(bare_cpu))
+
+    def cost_us(self, variant: str) -> float:
+        """Microseconds per step over the bare fit: the median over rounds of the paired difference."""
+        return 1e6 * statistics.median(self.per_round_extra[variant])
 
     def summary(self, rounds: int) -> dict[str, Any]:
+        def ratios(variant: str) -> dict[str, float]:
+            return {
+                "ratio": round(statistics.median(self.per_round[variant]), 4),
+                "ratio_cpu": round(statistics.median(self.per_round_cpu[variant]), 4),
+            }
+
         return {
-            "bare_step_ms": round(1000 * statistics.median(self.bare), 4),
-            "callback_step_ms": round(1000 * statistics.median(self.callback), 4),
-            "ratio": round(statistics.median(self.per_round), 4),
-            "ratio_pooled_median": round(statistics.median(self.callback) / statistics.median(self.bare), 4),
-            "ratio_mean": round(statistics.fmean(self.callback) / statistics.fmean(self.bare), 4),
-            "ratio_cpu": round(statistics.median(self.per_round_cpu), 4),
-            "ratio_cpu_statistic": "as ratio, on the training thread's CPU time per step (time.thread_time), "
-            "which other processes' load barely moves",
+            "bare_step_ms": round(1000 * statistics.median(self.steps["bare"]), 4),
+            "callback_step_ms": round(1000 * statistics.median(self.steps["carbon"]), 4),
+            **ratios("carbon"),
+            "empty_callback": ratios("empty_callback"),
+            "statistic": "median over rounds of (variant median step / bare median step) in the same round; "
+            "ratio_cpu on the training thread's CPU time per step (time.thread_time)",
             "target": 1.01,
             "rounds": rounds,
-            "method": "Trainer.fit with and without CarbonAwareCallback (session with strategy, ledger, replayed "
-            "trace, power monitor), order alternating per round; step = time between batch fetches",
+            "method": "Trainer.fit without callbacks, with an empty pl.Callback and with CarbonAwareCallback "
+            "(session with strategy, ledger, replayed trace, power monitor), order rotating per round; "
+            "step = time between batch fetches",
         }
+
+
+def lightning_figures(
+    args: argparse.Namespace, provider: TraceProvider, replay: Replay, cadence: Cadence
+) -> dict[str, Any]:
+    """The Lightning comparison at the bench's width, and the per-step costs seen on tiny steps."""
+    side = Bench(args.width, 64, args.steps, provider, replay, cadence)
+    fits = LightningBench(side)
+    fits.run(args.lightning_rounds)
+    tiny_side = Bench(
+        0, 1, 1000, provider, replay, cadence
+    )  # steps that do almost nothing: the fixed costs show
+    tiny_fits = LightningBench(tiny_side)
+    tiny_fits.run(args.lightning_rounds)
+    for used in (side, tiny_side):
+        used.monitor.close()
+        shutil.rmtree(used.folder, ignore_errors=True)
+    carbon_us, empty_us = tiny_fits.cost_us("carbon"), tiny_fits.cost_us("empty_callback")
+    hook_us = 1e-3 * statistics.fmean(fits.hook_ns)
+    return {
+        **fits.summary(args.lightning_rounds),
+        "hook_us_per_step": round(hook_us, 2),
+        "hook_us_per_step_median": round(1e-3 * statistics.median(fits.hook_ns), 2),
+        "hook_ratio_at_5ms_steps": round(1 + hook_us / 5000, 4),
+        "hook_statistic": "time inside the callback's per-batch hook, timed in the fits above (mean over every "
+        "step: decisions and energy windows included); Lightning's dispatch of that one hook is not in it",
+        "callback_overhead_us_per_step": round(carbon_us, 2),
+        "empty_callback_overhead_us_per_step": round(empty_us, 2),
+        "ours_beyond_lightning_dispatch_us_per_step": round(carbon_us - empty_us, 2),
+        "implied_ratio_at_5ms_steps": round(1 + carbon_us / 5000, 4),
+        "tiny_bare_step_us": round(1e6 * statistics.median(tiny_fits.steps["bare"]), 1),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--steps", type=int, default=100, help="steps per block")
-    parser.add_argument("--width", type=int, default=1024, help="hidden width: sets the step time (~5-8 ms)")
+    parser.add_argument("--width", type=int, default=720, help="hidden width: sets the step time (~5 ms)")
     parser.add_argument(
         "--lightning-rounds", type=int, default=20, help="rounds of the Lightning comparison (0: skip it)"
     )
-    parser.add_argument(
-        "--decision-refresh-seconds", type=float, default=1.0,
-        help="grid seconds between decisions (replay runs at 60x: 1.0 is a decision every ~17 ms of wall time)",
-    )  # fmt: skip
+    defaults = SessionSettings()  # their cadences in wall time, as a live run has them
+    for name, default in (
+        ("decision_refresh_seconds", defaults.decision_refresh_seconds),
+        ("measure_every_seconds", defaults.measure_every_seconds),
+    ):
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", type=float, default=default * SPEED,
+            help=f"grid seconds (the replay runs at {SPEED:g}x; default: the session's {default:g} s of wall time)",
+        )  # fmt: skip
     args = parser.parse_args()
-    DECISION_REFRESH[0] = args.decision_refresh_seconds
+    cadence = Cadence(args.decision_refresh_seconds, args.measure_every_seconds)
     torch.set_num_threads(1)
-    replay = Replay.starting_now(pd.Timestamp("2023-06-01T00:00Z"), speed=60.0)
+    replay = Replay.starting_now(pd.Timestamp("2023-06-01T00:00Z"), speed=SPEED)
     provider = TraceProvider(replay=replay)
 
-    main_bench = Bench(args.width, 64, args.steps, provider, replay)
+    main_bench = Bench(args.width, 64, args.steps, provider, replay, cadence)
     main_bench.run(args.rounds)
-    lightning: dict[str, Any] | None = None
-    if args.lightning_rounds:
-        side = Bench(args.width, 64, args.steps, provider, replay)
-        fits = LightningBench(side)
-        fits.run(args.lightning_rounds)
-        # the callback's own cost per step, seen on a step that does almost nothing
-        tiny_side = Bench(0, 1, 1000, provider, replay)
-        tiny_fits = LightningBench(tiny_side)
-        tiny_fits.run(4)
-        for used in (side, tiny_side):
-            used.monitor.close()
-            shutil.rmtree(used.folder, ignore_errors=True)
-        lightning = fits.summary(args.lightning_rounds)
-        cost_us = 1e6 * (statistics.median(tiny_fits.callback) - statistics.median(tiny_fits.bare))
-        lightning["callback_overhead_us_per_step"] = round(cost_us, 2)
-        lightning["implied_ratio_at_5ms_steps"] = round(1 + cost_us / 5000, 4)
+    lightning = lightning_figures(args, provider, replay, cadence) if args.lightning_rounds else None
     # The runner's own cost per step, seen on a step that does almost nothing.
-    tiny = Bench(0, 1, 1000, provider, replay)
+    tiny = Bench(0, 1, 1000, provider, replay, cadence)
     tiny.run(6)
 
     def ms(values: list[float], fn: Callable[[list[float]], float] = statistics.median) -> float:
@@ -270,7 +347,8 @@ def main() -> None:
                 "implied_ratio_at_5ms_steps": round(1 + overhead_us / 5000, 4),
                 "rounds": args.rounds,
                 "steps_per_block": args.steps,
-                "decision_refresh_seconds": args.decision_refresh_seconds,
+                **dataclasses.asdict(cadence),
+                "replay_speed": SPEED,
                 "torch_threads": torch.get_num_threads(),
                 "power_sources": sorted(set(main_bench.monitor.sources().values())),
                 "method": "bare and runner blocks interleaved, order alternating per round; "
