@@ -346,8 +346,8 @@ class CarbonSession:
         self._stop.set()
 
     def _quiet(self, now: int) -> bool:
-        """Whether nothing can be due after this step, so that it needs no poll (a few microseconds a step,
-        which matter on a step of a few milliseconds)."""
+        """Whether nothing can be due after this step, so that it needs no poll (a poll costs tens of
+        microseconds in a real fit, which matter on a step of a few milliseconds)."""
         return (
             now < self._quiet_until
             and not self._flags
