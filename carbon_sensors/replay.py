@@ -17,13 +17,13 @@ import threading
 import time
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import cached_property
 
 import pandas as pd
 
 from carbon_sensors.errors import InvalidInputError
-from carbon_sensors.timeutil import parse_utc, require_utc, utcnow
+from carbon_sensors.timeutil import parse_utc, require_utc, utc_from_ns, utcnow
 
 ENV_START = "CARBON_AWARE_REPLAY_START"
 ENV_WALL_START = "CARBON_AWARE_REPLAY_WALL_START"
@@ -55,7 +55,7 @@ class Replay:
     def trace_time(self, wall: datetime | None = None) -> pd.Timestamp:
         """The trace moment that is 'now' at wall time `wall` (default: the real now)."""
         now_ns = time.time_ns() if wall is None else require_utc(wall, "wall").value
-        return pd.Timestamp(self._trace_ns(now_ns), tz=UTC)
+        return utc_from_ns(self._trace_ns(now_ns))
 
     def trace_time_ns(self) -> int:
         """`trace_time()` in integer nanoseconds: the clock a training session reads at every step."""

@@ -91,6 +91,12 @@ def _duration_seconds(text: str, name: str) -> float:
     )
 
 
+def utc_from_ns(ns: int) -> pd.Timestamp:
+    """`ns` nanoseconds since the epoch as a UTC Timestamp in microseconds, the unit the clocks' datetimes
+    have: arithmetic on it stays in microseconds, which a scheduler's datetime holds without loss."""
+    return pd.Timestamp(ns // 1000, unit="us", tz="UTC")
+
+
 def utcnow() -> pd.Timestamp:
     """The current time as a UTC Timestamp (one place to read the clock)."""
     return pd.Timestamp(datetime.now(UTC))

@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -43,7 +43,7 @@ from carbon_sensors.emissions import EmissionsLedger, IntensityLookup, read_json
 from carbon_sensors.errors import CheckpointError, InvalidInputError, TraceError
 from carbon_sensors.power.monitor import PowerMonitor
 from carbon_sensors.providers.base import IntensitySource
-from carbon_sensors.timeutil import require_utc, utcnow
+from carbon_sensors.timeutil import require_utc, utc_from_ns, utcnow
 from carbon_sensors.training.checkpoint import (
     FORMAT,
     checkpoint_name,
@@ -370,7 +370,7 @@ class CarbonSession:
             if self._stop.is_set():
                 flags |= _STOP
             elif self._next_decision is not None and now >= self._next_decision:
-                decision = self._decide(pd.Timestamp(now, tz=UTC))
+                decision = self._decide(utc_from_ns(now))
                 decided = self.clock_ns()
                 self._step_started = decided  # a slow decision (a provider's retries) is not step time
                 self._next_decision = decided + round(self.settings.decision_refresh_seconds * 1e9)
@@ -737,7 +737,7 @@ def _check_clocks(now: pd.Timestamp, now_ns: int) -> None:
     """`clock` and `clock_ns` must be one clock: decisions read one and step times the other."""
     if abs(now.value - now_ns) > 1_000_000_000:
         raise InvalidInputError(
-            f"clock() says {now.isoformat()} but clock_ns() says {pd.Timestamp(now_ns, tz=UTC).isoformat()}; "
+            f"clock() says {now.isoformat()} but clock_ns() says {utc_from_ns(now_ns).isoformat()}; "
             "give clock_ns the same clock in integer nanoseconds (or leave it unset)"
         )
 
