@@ -169,33 +169,35 @@ def epoch_rows(result: TrainingResult) -> list[dict[str, Any]]:
     """Per-epoch energy, emissions, mean intensity and sources, from the run's emissions timeline.
 
     The runner labels the interval that closes epoch k "epoch k"; every interval since the previous label
-    belongs to that epoch. Emissions include PUE, as in the report.
+    belongs to that epoch. A completed run's intervals after its last epoch closed (its ending: the last
+    checkpoint, the report) count to that epoch, so the rows add up to the report. Emissions include PUE,
+    as in the report.
     """
     if result.timeline_path is None or not Path(result.timeline_path).is_file():
         return []
     ledger = read_jsonl(result.timeline_path)
+    intervals = ledger.intervals
     steps = {int(e["epoch"]): int(e["steps"]) for e in result.epochs}
+    closing = [k for k, i in enumerate(intervals) if i.label and i.label.startswith("epoch ")]
     rows: list[dict[str, Any]] = []
-    kwh = grams = 0.0
-    sources: set[str] = set()
-    for interval in ledger.intervals:
-        kwh += interval.kwh
-        grams += interval.kwh * ledger.pue * interval.intensity
-        sources.add(interval.intensity_source)
-        if interval.label and interval.label.startswith("epoch "):
-            epoch = int(interval.label.split()[1])
-            rows.append(
-                {
-                    "epoch": epoch,
-                    "steps": steps.get(epoch),
-                    "energy_kwh": kwh,
-                    "emissions_g": grams,
-                    "avg_intensity": grams / (kwh * ledger.pue) if kwh > 0 else None,
-                    "intensity_source": ", ".join(sorted(sources)),
-                }
-            )
-            kwh = grams = 0.0
-            sources = set()
+    first = 0
+    for n, close in enumerate(closing):
+        ending = n == len(closing) - 1 and result.status == "completed"
+        part = intervals[first : len(intervals) if ending else close + 1]
+        epoch = int(str(intervals[close].label).split()[1])
+        kwh = sum(i.kwh for i in part)
+        grams = sum(i.kwh * ledger.pue * i.intensity for i in part)
+        rows.append(
+            {
+                "epoch": epoch,
+                "steps": steps.get(epoch),
+                "energy_kwh": kwh,
+                "emissions_g": grams,
+                "avg_intensity": grams / (kwh * ledger.pue) if kwh > 0 else None,
+                "intensity_source": ", ".join(sorted({i.intensity_source for i in part})),
+            }
+        )
+        first = close + 1
     return rows
 
 

@@ -50,7 +50,8 @@ def run_training(
 
 
 def own_chart(result: dict[str, Any]) -> bytes:
-    """The chart drawn again from the run's own timeline: energy summed up to each "epoch k" interval."""
+    """The chart drawn again from the run's own timeline: energy summed up to each "epoch k" interval; a
+    completed run's intervals after its last epoch count to that epoch."""
     ledger = read_jsonl(result["timeline_path"])
     epochs, kwh = [], 0.0
     for interval in ledger.intervals:
@@ -58,6 +59,8 @@ def own_chart(result: dict[str, Any]) -> bytes:
         if interval.label and interval.label.startswith("epoch "):
             epochs.append((int(interval.label.split()[1]), kwh))
             kwh = 0.0
+    if result["status"] == "completed":
+        epochs[-1] = (epochs[-1][0], epochs[-1][1] + kwh)
     return charts.run_chart(ledger, epochs, title="DE: intensity while training, energy per epoch")
 
 
