@@ -1,4 +1,4 @@
-"""End-to-end Airflow tests: a temporary AIRFLOW_HOME with a migrated SQLite metadata database.
+"""End-to-end Airflow tests: a temporary AIRFLOW_HOME, migrated SQLite (the live tests: PostgreSQL).
 
 AIRFLOW_HOME must be set before anything imports airflow, hence at import time here.
 """
@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,3 +31,18 @@ def airflow_db() -> Iterator[Path]:
         )
         (home / ".carbon-migrated").touch()
     yield home
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A new database on the machine's PostgreSQL, dropped afterwards; its SQLAlchemy URL.
+
+    The live tests run several Airflow components at once: on SQLite they race for its one write lock
+    (seen as a 'Database error' 500 from the REST API), so they use PostgreSQL, as a deployment would.
+    """
+    database = f"carbon_e2e_{uuid.uuid4().hex[:12]}"
+    subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", database], check=True, timeout=60)
+    try:
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}"
+    finally:
+        subprocess.run(["dropdb", "--force", "-h", "127.0.0.1", "-U", "postgres", database], timeout=60)

@@ -20,7 +20,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -141,18 +140,18 @@ def checkpoint_steps(s3: Any) -> list[int]:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[Processes, dict[str, str], httpx.Client, Any]]:
+def cluster(
+    tmp_path: Path, postgres_url: str
+) -> Iterator[tuple[Processes, dict[str, str], httpx.Client, Any]]:
     home, dags, logs = tmp_path / "home", tmp_path / "dags", tmp_path / "logs"
     for folder in (home, dags, logs):
         folder.mkdir()
     shutil.copy(HERE / DAG_FILE, dags)
-    database = f"carbon_e2e_{uuid.uuid4().hex[:12]}"
-    subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", database], check=True, timeout=60)
     subprocess.run(["redis-cli", "-h", "127.0.0.1", "-n", REDIS_DB, "flushdb"], check=True, timeout=30)
     procs = Processes(logs)
     s3_port, api_port = free_port(), free_port()
     endpoint = f"http://127.0.0.1:{s3_port}"
-    sql = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}"
+    sql = postgres_url
     connection = {"conn_type": "aws", "login": S3_KEYS["AWS_ACCESS_KEY_ID"], "password": S3_KEYS["AWS_SECRET_ACCESS_KEY"],
                   "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"}}  # fmt: skip
     env = {
@@ -202,7 +201,6 @@ def cluster(tmp_path: Path) -> Iterator[tuple[Processes, dict[str, str], httpx.C
     finally:
         survivors = procs.stop()
         subprocess.run(["redis-cli", "-h", "127.0.0.1", "-n", REDIS_DB, "flushdb"], timeout=30)
-        subprocess.run(["dropdb", "--force", "-h", "127.0.0.1", "-U", "postgres", database], timeout=60)
         assert survivors == [], f"processes still alive after stop: {survivors}"
 
 

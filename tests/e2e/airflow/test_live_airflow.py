@@ -1,4 +1,4 @@
-"""A real Airflow: api-server, scheduler (LocalExecutor), dag-processor and triggerer on a temporary home.
+"""A real Airflow: api-server, scheduler (LocalExecutor), dag-processor and triggerer, on PostgreSQL.
 
 The nightly retraining DAG is triggered through the REST API; the sensor is seen `deferred` through the API
 (waiting in the triggerer, no worker held), the run is seen finishing `success`, and the training's emissions
@@ -110,7 +110,7 @@ class Airflow:
 
 
 @pytest.fixture
-def airflow(tmp_path: Path) -> Iterator[tuple[Airflow, httpx.Client]]:
+def airflow(tmp_path: Path, postgres_url: str) -> Iterator[tuple[Airflow, httpx.Client]]:
     home, dags = tmp_path / "home", tmp_path / "dags"
     home.mkdir()
     dags.mkdir()
@@ -124,6 +124,7 @@ def airflow(tmp_path: Path) -> Iterator[tuple[Airflow, httpx.Client]]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": postgres_url,
         "AIRFLOW__CORE__PARALLELISM": "2",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
