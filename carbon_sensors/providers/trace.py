@@ -23,7 +23,7 @@ import pandas as pd
 
 from carbon_sensors import embedded
 from carbon_sensors.errors import InvalidInputError, NoDataError, UnknownZoneError
-from carbon_sensors.forecast.combine import assemble_forecast
+from carbon_sensors.forecast.combine import MODEL_HISTORY_DAYS, assemble_forecast
 from carbon_sensors.forecast.issues import hourly_issues, read_forecast_issues
 from carbon_sensors.replay import Replay
 from carbon_sensors.signal import IntensityReading, IntensitySignal, make_signal
@@ -50,7 +50,7 @@ class TraceProvider:
         replay: Replay | None = None,
         forecast: TraceForecast | None = None,
         forecast_issues: str | Path | pd.DataFrame | None = None,
-        history_days: float = 28,
+        history_days: float = MODEL_HISTORY_DAYS,
     ) -> None:
         named = forecast or os.environ.get(ENV_FORECAST) or "model"
         if named not in ("model", "perfect"):

@@ -48,7 +48,7 @@ def test_distinct_hours_and_deadlines_share_one_upstream_call(uk: UKReplayServer
         assert response.status_code == 200, response.text
         assert len(response.json()["data"]) == math.ceil(hours)  # the blend is hourly
         if i == 0:
-            history_calls = uk.calls_to["history"]  # our model's 28 days (NESO serves 14 a call)
+            history_calls = uk.calls_to["history"]  # our model's history (NESO serves 14 days a call)
             assert response.json()["source"].startswith("blend of uk"), "NESO's forecast and our model"
     assert uk.calls_to["forecast"] == 1
     assert uk.calls_to["history"] == history_calls, "the model's history is one question per hour"
