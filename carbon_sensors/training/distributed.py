@@ -29,7 +29,7 @@ import torch.distributed as dist
 from carbon_sensors.errors import InvalidInputError
 from carbon_sensors.power.base import ESTIMATE
 from carbon_sensors.power.monitor import Measurement
-from carbon_sensors.training.ranks import LocalSync, RankSync
+from carbon_sensors.training.ranks import LocalSync, RankSync, T
 
 _INT64 = (-(2**63), 2**63 - 1)
 
@@ -168,6 +168,14 @@ class TorchDistributedSync:
         if gathered is None:
             return measured
         return join_windows([w for w in gathered if isinstance(w, RankWindow)])
+
+    def gather(self, value: T) -> list[T]:
+        """Every rank's `value` in rank order on the writer (the others get their own alone): one gather."""
+        if self.world_size == 1:
+            return [value]
+        gathered: list[Any] | None = [None] * self.world_size if self.is_writer else None
+        dist.gather_object(value, gathered, dst=self._writer, group=self._group)
+        return [value] if gathered is None else gathered
 
     def own(self, measured: Measurement) -> Measurement:
         """This rank's window alone, named as `total` names it, without a collective (for a failed attempt:

@@ -10,9 +10,11 @@ picks by itself (`default_sync`) when a process group is initialised.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from carbon_sensors.power.monitor import Measurement
+
+T = TypeVar("T")
 
 
 class RankSync(Protocol):
@@ -21,6 +23,16 @@ class RankSync(Protocol):
     @property
     def is_writer(self) -> bool:
         """Whether this rank decides, writes the checkpoint and keeps the timeline (rank 0)."""
+        ...
+
+    @property
+    def rank(self) -> int:
+        """This rank's number in the job (0: the writer)."""
+        ...
+
+    @property
+    def world_size(self) -> int:
+        """How many ranks the job has."""
         ...
 
     def agree(self, values: list[int]) -> list[int]:
@@ -35,9 +47,16 @@ class RankSync(Protocol):
         """This rank's window alone, named as `total` names it, without a collective (a failed attempt's)."""
         ...
 
+    def gather(self, value: T) -> list[T]:
+        """Every rank's `value` in rank order on the writer (the others get their own alone)."""
+        ...
+
 
 class LocalSync:
     """One process: it is the writer, and what it decides and measures is the total."""
+
+    rank = 0
+    world_size = 1
 
     @property
     def is_writer(self) -> bool:
@@ -51,3 +70,6 @@ class LocalSync:
 
     def own(self, measured: Measurement) -> Measurement:
         return measured
+
+    def gather(self, value: T) -> list[T]:
+        return [value]

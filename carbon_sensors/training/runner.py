@@ -214,7 +214,7 @@ class TrainingRunner:
             "optimizer": job.optimizer.state_dict(),
             "scheduler": None if job.scheduler is None else job.scheduler.state_dict(),
             "grad_scaler": None if job.grad_scaler is None else job.grad_scaler.state_dict(),
-            "rng": capture_rng(self._generators()),
+            "rng": self.session.gather_per_rank(capture_rng(self._generators())),  # ranks draw apart
             "epoch_rng": self._epoch_rng,
             "step_in_epoch": self.step_in_epoch,
         }
@@ -230,4 +230,6 @@ class TrainingRunner:
                 obj.load_state_dict(state[name])
         self.step_in_epoch = int(state["step_in_epoch"])
         self._epoch_rng = state["epoch_rng"]
-        restore_rng(state["rng"], self._generators())
+        rng = state["rng"]  # a dict: a checkpoint from before RNGs were kept per rank, everyone's
+        mine = rng if isinstance(rng, dict) else self.session.entry_for_this_rank(rng)
+        restore_rng(mine, self._generators())

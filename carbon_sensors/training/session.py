@@ -17,7 +17,8 @@ the Lightning and Hugging Face callbacks are users of it, so every loop gets the
                 return carbon.pause(my_state())      # "paused until" (or "stopped" on SIGTERM)
         return carbon.finish(my_state())
 
-Decisions are cached for `decision_refresh_seconds` of the session's `clock` (grid time under replay, as are
+Under torch.distributed only the writer's state is saved: what differs per rank (RNG states, say) goes in as
+`carbon.gather_per_rank(value)` and comes back with `carbon.entry_for_this_rank(saved)`. Decisions are cached for `decision_refresh_seconds` of the session's `clock` (grid time under replay, as are
 the windows and step times) and taken on the writer rank only; `RankSync.agree` hands them to every rank.
 """
 
@@ -455,6 +456,29 @@ class CarbonSession:
         path = self._write(state)
         self._open_window()
         return path
+
+    def gather_per_rank(self, value: Any) -> list[Any]:
+        """Every rank's `value` as a list by rank, for the state a checkpoint must keep per rank (RNGs).
+
+        Only the writer's `save` state is written, so each rank's own part travels through this: put the list
+        in the state on every rank (a collective: every rank calls it at the same step), read it back on
+        resume with `entry_for_this_rank`.
+        """
+        return self.sync.gather(value)
+
+    def entry_for_this_rank(self, gathered: Any) -> Any:
+        """This rank's entry of a list `gather_per_rank` made (a checkpoint of the same number of ranks)."""
+        if not isinstance(gathered, list):
+            raise CheckpointError(
+                f"per-rank state must be the list gather_per_rank() made, not a {type(gathered).__name__}: "
+                "save carbon.gather_per_rank(value)"
+            )
+        if len(gathered) != self.sync.world_size:
+            raise CheckpointError(
+                f"the checkpoint holds per-rank state for {len(gathered)} rank(s) but this job has "
+                f"{self.sync.world_size}: resume with as many ranks as wrote it"
+            )
+        return gathered[self.sync.rank]
 
     def _write(self, state: dict[str, Any]) -> Path:
         path = self.checkpoint_dir / checkpoint_name(self.steps_done)

@@ -105,7 +105,7 @@ def run_job(
 ) -> dict[str, Any]:
     """One attempt of the runner's DDP job in a new trainer object (a new job with other weights and RNG)."""
     job = ddp_job(seed, rank)
-    seed_everything(123 if resume is None else seed)
+    seed_everything(123 + rank if resume is None else seed)  # ranks draw apart (dropout)
     holder: list[TrainingRunner] = []
 
     def progress() -> int:
@@ -134,7 +134,7 @@ def loop_attempt(
     torch.manual_seed(seed)
     model = DistributedDataParallel(nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.3), nn.Linear(8, 1)))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    seed_everything(123 if resume is None else seed)
+    seed_everything(123 + rank if resume is None else seed)  # ranks draw apart (dropout)
     sessions: list[Any] = []
 
     def progress() -> int:
@@ -144,7 +144,7 @@ def loop_attempt(
         return {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
-            "rng": torch.get_rng_state(),
+            "rng": sessions[0].gather_per_rank(torch.get_rng_state()),  # each rank's own (dropout)
         }
 
     with carbon_session(
@@ -157,7 +157,7 @@ def loop_attempt(
         if saved is not None:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
-            torch.set_rng_state(saved["rng"])
+            torch.set_rng_state(carbon.entry_for_this_rank(saved["rng"]))
         for step in range(carbon.steps_done, STEPS):
             if carbon.should_pause():
                 return outcome(carbon.pause(state()), model)

@@ -24,8 +24,9 @@ from ddp_worker import CPU_J, GPU_J, PACKAGE_J, STEPS
 from training_models import START
 
 from carbon_sensors.emissions import read_jsonl
-from carbon_sensors.errors import InvalidInputError
+from carbon_sensors.errors import CheckpointError, InvalidInputError
 from carbon_sensors.power import ESTIMATE, NVML_ENERGY, RAPL, Measurement
+from carbon_sensors.training import carbon_session
 from carbon_sensors.training.distributed import (
     RankWindow,
     TorchDistributedSync,
@@ -215,3 +216,16 @@ def test_without_a_process_group_the_default_is_one_process() -> None:
     assert isinstance(default_sync(), LocalSync)
     with pytest.raises(InvalidInputError, match="init_process_group"):
         TorchDistributedSync()
+
+
+def test_per_rank_state_of_another_world_size_is_refused_by_name(tmp_path: Path) -> None:
+    with carbon_session(tmp_path, total_steps=2) as carbon:
+        carbon.resume()
+        gathered = carbon.gather_per_rank({"rng": 1})
+        assert gathered == [{"rng": 1}]
+        assert carbon.entry_for_this_rank(gathered) == {"rng": 1}
+        with pytest.raises(CheckpointError, match=r"per-rank state for 2 rank.*this job has 1"):
+            carbon.entry_for_this_rank([{"rng": 1}, {"rng": 2}])
+        with pytest.raises(CheckpointError, match=r"the list gather_per_rank.*not a dict"):
+            carbon.entry_for_this_rank({"rng": 1})
+        carbon.finish({})
