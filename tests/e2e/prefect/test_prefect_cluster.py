@@ -178,8 +178,12 @@ def final(
     return holder["run"]
 
 
-def rerun_crashed_run(client: SyncPrefectClient, run_id: uuid.UUID) -> None:
-    """Schedule the crashed run again, until it runs: the worker may report the old crash once more late."""
+def rerun_crashed_run(client: SyncPrefectClient, run_id: uuid.UUID, processes: ProcessGroup) -> None:
+    """Schedule the crashed run again, until it runs: the worker may report the old crash once more late.
+
+    Before scheduling it again, wait until no process runs it: a rerun already started when that late
+    report came would otherwise run beside the next one (two processes, one staging folder).
+    """
     holder: dict[str, Any] = {}
 
     def moved() -> bool:
@@ -191,6 +195,12 @@ def rerun_crashed_run(client: SyncPrefectClient, run_id: uuid.UUID) -> None:
         assert accepted.status.value == "ACCEPT", accepted
         wait_until(moved, timeout=60, what=f"the rerun of {run_id} to start")
         if holder["state"].is_running():
+            return
+        wait_until(
+            lambda: not runs_somewhere(processes, run_id), timeout=120, what=f"{run_id}'s processes to end"
+        )
+        state = client.read_flow_run(run_id).state
+        if state is not None and (state.is_running() or state.is_completed()):
             return
     raise AssertionError(f"flow run {run_id} never ran again")
 
@@ -214,9 +224,11 @@ def test_a_killed_flow_run_resumes_on_the_other_worker_and_cancelling_checkpoint
         crashed = final(client, run.id, stack.processes)
         assert crashed.state is not None and crashed.state.is_crashed(), crashed.state
 
-        rerun_crashed_run(client, run.id)
+        rerun_crashed_run(client, run.id, stack.processes)
         rerun = final(client, run.id, stack.processes)
-        assert rerun.state is not None and rerun.state.is_completed(), rerun.state
+        assert rerun.state is not None and rerun.state.is_completed(), (
+            f"{rerun.state.message if rerun.state else None}\n{stack.processes.logs()}"
+        )
         resumed: list[str] = []
 
         def resume_logged() -> bool:  # run logs are sent in batches: they may land after the final state
