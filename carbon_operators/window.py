@@ -130,7 +130,9 @@ class CarbonWindowOperator(BaseOperator):
         if fresh is not None and fresh.start > now and not_worth_holding(fresh, self.min_savings) is None:
             self.log.info("the forecast moved: %s; holding again", fresh.reason)
             return self._hold_or_release(target, fresh, replans=replans + 1)
-        return self._released(target, plan if fresh is None else fresh.to_dict(), replans)
+        if fresh is None or fresh.start > now:  # no forecast, or a later window saving too little
+            return self._released(target, plan, replans)  # the window waited for is the one that runs
+        return self._released(target, fresh.to_dict(), replans)
 
     def _hold_or_release(self, target: CarbonTarget, plan: Plan | None, *, replans: int) -> dict[str, Any]:
         if plan is None or plan.start <= target.clock.now():
