@@ -18,7 +18,9 @@ the Lightning and Hugging Face callbacks are users of it, so every loop gets the
         return carbon.finish(my_state())
 
 Under torch.distributed only the writer's state is saved: what differs per rank (RNG states, say) goes in as
-`carbon.gather_per_rank(value)` and comes back with `carbon.entry_for_this_rank(saved)`. Decisions are cached for `decision_refresh_seconds` of the session's `clock` (grid time under replay, as are
+`carbon.gather_per_rank(value)` and comes back with `carbon.entry_for_this_rank(saved)`.
+
+Decisions are cached for `decision_refresh_seconds` of the session's `clock` (grid time under replay, as are
 the windows and step times) and taken on the writer rank only; `RankSync.agree` hands them to every rank.
 """
 
