@@ -333,9 +333,11 @@ def train_carbon_aware(
     every = None if checkpoint_every is None else parse_duration(checkpoint_every, "checkpoint_every")
 
     def attempt(checkpoint: str | None) -> TrainingResult:
-        from carbon_sensors.training import CarbonSession, SessionSettings  # torch: only where a flow trains
+        from carbon_sensors.training import CarbonSession  # torch: only where a flow trains
+        from carbon_sensors.training.session import settings_on_clock
 
-        settings = SessionSettings(
+        settings = settings_on_clock(
+            clock,
             checkpoint_every_steps=checkpoint_every_steps,
             checkpoint_every=every,
             on_checkpoint=store.on_checkpoint,
@@ -343,8 +345,6 @@ def train_carbon_aware(
             zone=zone,
             intensity_source=intensity_source,
             deadline=finish_by,
-            clock=clock.now,
-            clock_ns=clock.now_ns,
             decision_refresh_seconds=decision_refresh_seconds,
             pue=pue,
             expected_duration=work,

@@ -316,7 +316,8 @@ class CarbonAwareTrainingOperator(BaseOperator):
         context: Context,
     ) -> CarbonSession:
         """The carbon session of one attempt, from the operator's parameters; it holds what the guard said."""
-        from carbon_sensors.training import CarbonSession, SessionSettings  # torch: only where a task trains
+        from carbon_sensors.training import CarbonSession  # torch: only where a task trains
+        from carbon_sensors.training.session import settings_on_clock
 
         expected = (
             None
@@ -328,19 +329,18 @@ class CarbonAwareTrainingOperator(BaseOperator):
             if self.checkpoint_every is None
             else parse_duration(self.checkpoint_every, "checkpoint_every")
         )
-        settings = SessionSettings(
+        settings = settings_on_clock(
+            target.clock,
             strategy=strategy,
             zone=target.zone,
             intensity_source=target.source,
             deadline=target.deadline,
-            clock=target.clock.now,
-            clock_ns=target.clock.now_ns,
             checkpoint_every_steps=self.checkpoint_every_steps,
             checkpoint_every=every,
             on_checkpoint=store.on_checkpoint,
             decision_refresh_seconds=self.decision_refresh_seconds,
             pue=self.pue,
-            expected_duration=None if expected is None else target.clock.grid_duration(expected),
+            expected_duration=expected,
             resume_overhead=guard.resume_overhead,
             listeners=self._listeners(context),
         )

@@ -36,7 +36,7 @@ from carbon_sensors.forecast.combine import (
     blend_weights,
     recent_errors,
 )
-from carbon_sensors.forecast.issues import newest_issue_matrix
+from carbon_sensors.forecast.issues import issue_ages, newest_issue_matrix
 from carbon_sensors.forecast.model import CalendarLagForecaster
 from carbon_sensors.forecast.naive import SeasonalNaive
 from carbon_sensors.forecast.noise import NOISE_CALIBRATION, correlated_provider, measure_issue_errors
@@ -517,6 +517,7 @@ def backtest_trace(trace: Trace, config: BacktestConfig) -> dict[str, Any]:
             actual.values, index=pd.date_range(actual.start, periods=len(actual.values), freq="h")
         )
         extra["provider_issue_errors"] = measure_issue_errors(trace.issues, truth)
+        extra["provider_issue_age_h"] = _age_summary(issue_ages(trace.issues, actual.start, len(truth))[rows])
     return {
         "zone": actual.zone,
         "source": actual.source,
@@ -531,6 +532,15 @@ def backtest_trace(trace: Trace, config: BacktestConfig) -> dict[str, Any]:
         "policies": score(simulate(actual.values, jobs, forecasts, config.policies)),
         "forecast_error": forecast_errors(actual.values, forecasts, rows),
         "wall_time_s": round(time.perf_counter() - began, 3),
+    }
+
+
+def _age_summary(ages: np.ndarray) -> dict[str, float]:
+    """How old the newest provider issue is over the hours the jobs plan in (live: minutes old)."""
+    return {
+        "median": round(float(np.median(ages)), 2),
+        "p90": round(float(np.percentile(ages, 90)), 2),
+        "share_within_3h": round(float(np.mean(ages <= 3)), 3),
     }
 
 

@@ -79,17 +79,34 @@ def newest_issue_matrix(
     if hours <= 0 or horizon <= 0:
         raise InvalidInputError(f"hours={hours} and horizon={horizon} must be positive")
     table = hourly_issues(issues)
-    issued = pd.DatetimeIndex(np.sort(table["issued_at"].unique())).as_unit("ns")
+    issued, pos = _newest_issue(table, start, hours)
     grid = pd.date_range(start, periods=hours, freq="h", tz="UTC").as_unit("ns")
-    pos = np.searchsorted(issued.asi8, grid.asi8, side="right") - 1
     out = np.full((hours, horizon), np.nan)
-    age = np.full(hours, np.nan)
     by_issue = {key: frame for key, frame in table.groupby("issued_at")}
     for row in np.flatnonzero(pos >= 0):
-        moment = pd.Timestamp(issued[int(pos[row])])
-        frame = by_issue[moment]
+        frame = by_issue[pd.Timestamp(issued[int(pos[row])])]
         k = ((frame["target"] - grid[int(row)]) / HOUR).to_numpy().astype(int)
         keep = (k >= 0) & (k < horizon)
         out[row, k[keep]] = frame["forecast"].to_numpy()[keep]
-        age[row] = (grid[int(row)] - moment) / HOUR
-    return out, age
+    return out, issue_ages(table, start, hours)
+
+
+def issue_ages(issues: pd.DataFrame, start: pd.Timestamp, hours: int) -> np.ndarray:
+    """Hours since the newest issue at each hour of a trace (NaN before the first issue).
+
+    Why it is reported: live, a provider's forecast is minutes old (NESO publishes every 30 min); a sample of
+    issues far apart leaves the backtest planning on old ones, and a reader should see how old.
+    """
+    issued, pos = _newest_issue(issues, start, hours)
+    grid = pd.date_range(start, periods=hours, freq="h", tz="UTC").as_unit("ns")
+    age = (grid.asi8 - issued.asi8[np.maximum(pos, 0)]) / HOUR.value
+    return np.asarray(np.where(pos >= 0, age, np.nan))
+
+
+def _newest_issue(
+    issues: pd.DataFrame, start: pd.Timestamp, hours: int
+) -> tuple[pd.DatetimeIndex, np.ndarray]:
+    """The issue times, sorted, and at each hour of the trace the position of the newest one (-1: none yet)."""
+    issued = pd.DatetimeIndex(np.sort(issues["issued_at"].unique())).as_unit("ns")
+    grid = pd.date_range(start, periods=hours, freq="h", tz="UTC").as_unit("ns")
+    return issued, np.searchsorted(issued.asi8, grid.asi8, side="right") - 1

@@ -46,6 +46,7 @@ from carbon_sensors.emissions import EmissionsLedger, IntensityLookup, read_json
 from carbon_sensors.errors import CheckpointError, InvalidInputError, TraceError
 from carbon_sensors.power.monitor import PowerMonitor
 from carbon_sensors.providers.base import IntensitySource
+from carbon_sensors.replay import GridClock
 from carbon_sensors.timeutil import require_utc, utc_from_ns, utcnow
 from carbon_sensors.training.checkpoint import (
     FORMAT,
@@ -163,6 +164,16 @@ def session_settings(**settings: Any) -> SessionSettings:
     if unknown:
         raise InvalidInputError(f"unknown session setting(s) {unknown}; valid: {sorted(valid)}")
     return SessionSettings(**settings)
+
+
+def settings_on_clock(
+    clock: GridClock, *, expected_duration: timedelta | None = None, **settings: Any
+) -> SessionSettings:
+    """The settings of a face (the Airflow operator, the Prefect flow) on its clock: decisions in the clock's
+    time, and `expected_duration`, the job's wall run time, turned into the clock's (grid time under replay,
+    the time the guard measures work in), so both faces size an unsized job alike."""
+    grid = None if expected_duration is None else clock.grid_duration(expected_duration)
+    return session_settings(clock=clock.now, clock_ns=clock.now_ns, expected_duration=grid, **settings)
 
 
 class CarbonSession:

@@ -118,7 +118,7 @@ def test_issues_are_used_only_from_their_issue_time() -> None:
     start = first.floor("h") - pd.Timedelta(hours=2)
     matrix, age = newest_issue_matrix(issues, start, 12, 6)
     assert np.isnan(matrix[:3]).all() and np.isfinite(matrix[3]).all()
-    assert age[3] == pytest.approx(29 / 60)
+    assert age[3] == pytest.approx(29 / 60) and np.isnan(age[:3]).all()
     hour4 = issues[(issues["target_start"] >= start + pd.Timedelta(hours=3))].iloc[:2]["forecast"].mean()
     assert matrix[3, 0] == pytest.approx(hour4)
 
@@ -204,5 +204,7 @@ def test_cli_backtest_on_real_recorded_issues(tmp_path: Path, capsys: pytest.Cap
     first, last = report["traces"]["actuals.csv"]["submissions"]
     assert pd.Timestamp(first) >= pd.Timestamp("2023-03-14T04:00Z")
     assert pd.Timestamp(last) <= pd.Timestamp("2023-03-22T11:00Z")
+    age = report["traces"]["actuals.csv"]["provider_issue_age_h"]
+    assert 0 < age["median"] <= age["p90"] and 0 < age["share_within_3h"] < 1  # issues hours apart
     assert main(["backtest", "--forecast-issues", str(ISSUES), "--zone", "GB"]) == 2
     assert "exactly one --trace" in capsys.readouterr().err

@@ -23,8 +23,10 @@ from training_models import AlwaysPause, FakeClock
 from carbon_sensors.decision import Action, Decision, Strategy
 from carbon_sensors.power import EstimateMeter, PowerMonitor
 from carbon_sensors.providers.trace import TraceProvider
+from carbon_sensors.replay import GridClock, Replay
 from carbon_sensors.strategies import AdaptiveStrategy, ThresholdStrategy
 from carbon_sensors.training import TrainingJob, TrainingResult, TrainingRunner
+from carbon_sensors.training.session import settings_on_clock
 
 START = pd.Timestamp("2023-06-01T20:00Z")  # DE is above 0 g at every hour: a zero threshold always pauses
 STEPS = 16
@@ -231,3 +233,14 @@ def test_no_job_ever_ends_after_its_deadline(
         assert len(results) == 1 and "late run" in decisions[0].reason
     else:
         assert finished_at(final) <= deadline
+
+
+def test_both_faces_size_an_unsized_job_on_their_clock() -> None:
+    """`expected_duration` is the job's wall run time; under replay (a day a minute) the guard works in grid time."""
+    replay = Replay(START, pd.Timestamp("2026-01-01T00:00Z"), speed=1440.0)
+    replayed = settings_on_clock(GridClock(replay), expected_duration=timedelta(minutes=3), zone="DE")
+    live = settings_on_clock(GridClock(), expected_duration=timedelta(minutes=3), zone="DE")
+    assert replayed.expected_duration == timedelta(hours=72)  # 3 min x 1440
+    assert live.expected_duration == timedelta(minutes=3)
+    assert replayed.clock is not None and abs(replayed.clock() - replay.trace_time()) < timedelta(minutes=1)
+    assert replayed.zone == "DE" and settings_on_clock(GridClock()).expected_duration is None
