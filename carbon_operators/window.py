@@ -29,7 +29,12 @@ from carbon_sensors.errors import CarbonAwareError, InvalidInputError
 from carbon_sensors.forecast.combine import assemble_forecast
 from carbon_sensors.planner import Plan, plan_window, plan_zones
 from carbon_sensors.timeutil import parse_duration, parse_utc
-from carbon_sensors.worth import DEFAULT_MIN_SAVINGS, check_min_savings, not_worth_holding
+from carbon_sensors.worth import (
+    DEFAULT_MAX_REPLANS,
+    DEFAULT_MIN_SAVINGS,
+    check_min_savings,
+    not_worth_holding,
+)
 
 
 class CarbonWindowOperator(BaseOperator):
@@ -59,7 +64,7 @@ class CarbonWindowOperator(BaseOperator):
         deadline_allowance: timedelta | str | None = None,
         earliest_start: datetime | str | None = None,
         min_savings: float = DEFAULT_MIN_SAVINGS,
-        max_replans: int = 3,
+        max_replans: int = DEFAULT_MAX_REPLANS,
         on_outage: str = OnOutage.OPEN,
         resume_overhead: timedelta | str = ORCHESTRATOR_RESUME_OVERHEAD,
         **kwargs: Any,

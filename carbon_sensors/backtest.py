@@ -8,7 +8,9 @@ is (E_run_now - E_policy) / (E_run_now - E_oracle) over a trace's jobs.
 One implementation of each policy: the forecasts are the product's own (`forecast.combine.blend` with
 `blend_weights`, exactly as `assemble_forecast` builds them for the live paths), and the planning rule is the
 planner's on hourly slots (`plan_window`: lowest mean window; `plan_slots` with 1 h chunks: cheapest hours),
-checked equal by tests. Forecast matrices are computed once per trace (row = issue hour, column = hours
+checked equal by tests. The shipped policy (`ours`) follows the operators: whole jobs the window operators'
+rule (wait for the planned window, re-plan there), interruptible jobs the training strategy's hourly re-plan.
+Forecast matrices are computed once per trace (row = issue hour, column = hours
 ahead), so every policy is a cheap lookup and a year of 400 jobs takes seconds.
 """
 
@@ -41,7 +43,7 @@ from carbon_sensors.forecast.model import CalendarLagForecaster
 from carbon_sensors.forecast.naive import SeasonalNaive
 from carbon_sensors.forecast.noise import NOISE_CALIBRATION, correlated_provider, measure_issue_errors
 from carbon_sensors.signal import IntensitySignal
-from carbon_sensors.worth import DEFAULT_MIN_SAVINGS
+from carbon_sensors.worth import DEFAULT_MAX_REPLANS, DEFAULT_MIN_SAVINGS
 
 KINDS = ("contiguous", "interruptible")
 DURATIONS_H = (1, 3, 6)
@@ -61,7 +63,8 @@ HISTORY_POLICIES: dict[str, tuple[str | None, str]] = {
     "threshold": (None, "threshold"),
     "plan_once": ("seasonal_naive", "once"),
     "plan_once_model": ("model", "once"),
-    "ours": ("model", "replan"),
+    "ours": ("model", "shipped"),
+    "replan_hourly": ("model", "replan"),
     "oracle": (None, "oracle"),
 }
 PROVIDER_POLICIES: dict[str, tuple[str | None, str]] = {
@@ -72,7 +75,8 @@ PROVIDER_POLICIES: dict[str, tuple[str | None, str]] = {
     "plan_once_model": ("model", "once"),
     "plan_once_naive": ("seasonal_naive", "once"),
     "plan_once_blend": ("blend", "once"),
-    "ours": ("blend", "replan"),
+    "ours": ("blend", "shipped"),
+    "replan_blend_hourly": ("blend", "replan"),
     "replan_blend_measured": ("blend_measured", "replan"),
     "oracle": (None, "oracle"),
 }
@@ -97,6 +101,11 @@ FORECAST_CODE = {
 }
 MODE_TEXT = {
     "once": "planned once at submission, never revisited",
+    "shipped": "whole jobs: the window operators' rule (CarbonWindowOperator, the Prefect wait): planned at "
+    f"submission, run now when that plan saves less than min_savings ({DEFAULT_MIN_SAVINGS:g}%), else woken at "
+    f"the window and re-planned there, held again (the Airflow operator's default cap, {DEFAULT_MAX_REPLANS} times; the Prefect wait has none) only for a later window "
+    "that saves min_savings against starting then; interruptible jobs: the training strategy's rule, as "
+    "'replan'",
     "replan": "re-planned every hour with the forecast issued then (ForecastWindowStrategy's rule): run now "
     f"when the first plan saves less than min_savings ({DEFAULT_MIN_SAVINGS:g}%) against running now; else "
     "start when starting now is the best plan / run this hour when it is among the cheapest still needed",
@@ -335,6 +344,22 @@ def _replanned_start(forecast: np.ndarray, submit: int, duration: int, slack: in
     return latest
 
 
+def _woken_start(forecast: np.ndarray, submit: int, duration: int, slack: int) -> int:
+    """The window operators' rule: wait for the planned window, re-plan there, hold again only for a later
+    window worth it (CarbonWindowOperator.execute_complete; the Prefect wait on its rescheduled run)."""
+    latest = submit + slack
+    start = submit + best_start(forecast[submit], duration, slack)
+    for _ in range(DEFAULT_MAX_REPLANS):
+        if start >= latest:
+            break
+        fresh = forecast[start, : duration + latest - start]
+        later = best_start(fresh, duration, latest - start)
+        if later == 0 or _not_worth_holding(fresh, window_means(fresh, duration)[later], duration):
+            break
+        start += later
+    return start
+
+
 def _replanned_hours(forecast: np.ndarray, submit: int, duration: int, slack: int) -> list[int]:
     """Interruptible: run this hour when it is among the cheapest hours still needed, or when forced."""
     end, left, hours = submit + duration + slack, duration, []
@@ -391,9 +416,8 @@ def _choice(
     if mode == "once":
         return a + best_start(forecast[a], d, s), a + cheapest_hours(forecast[a], d, s)
     row, run_now = forecast[a, : d + s], np.arange(a, a + d)
-    start = (
-        a if _not_worth_holding(row, window_means(row, d).min(), d) else _replanned_start(forecast, a, d, s)
-    )
+    hold = _woken_start if mode == "shipped" else _replanned_start
+    start = a if _not_worth_holding(row, window_means(row, d).min(), d) else hold(forecast, a, d, s)
     cheapest = row[cheapest_hours(row, d, s)].mean()
     hours = run_now if _not_worth_holding(row, cheapest, d) else np.array(_replanned_hours(forecast, a, d, s))
     return start, hours

@@ -16,6 +16,7 @@ from carbon_sensors.errors import InvalidInputError
 from carbon_sensors.planner import Plan
 
 DEFAULT_MIN_SAVINGS = 1.0
+DEFAULT_MAX_REPLANS = 3  # a window operator woken at its window holds again at most this many times
 
 
 def check_min_savings(min_savings: float) -> float:

@@ -43,7 +43,7 @@ from carbon_sensors.timeutil import require_utc
 MODEL_HISTORY_DAYS = 120
 """Days of history the live paths fit our model on (and the backtest refits on: one policy for both).
 
-Measured (backtest, shipped policy, whole jobs): 28 -> 56 -> 120 days gave 0.80 -> 0.82 -> 0.83 on the 14
+Measured (backtest, whole jobs re-planned hourly): 28 -> 56 -> 120 days gave 0.80 -> 0.82 -> 0.83 on the 14
 zones of 2023 (seed 0), 0.62 -> 0.64 held out (2020, seeds 0-4) and 0.71 -> 0.78 on the real NESO issues
 (seeds 0-3); all history did no better on 2023. One fetch per zone and hour (NESO: 9 calls of 14 days,
 Electricity Maps: 12 of 10), cached; a fit on 120 days takes about 0.2 s."""

@@ -18,6 +18,8 @@ from carbon_sensors.backtest import (
     BacktestConfig,
     Jobs,
     Trace,
+    _replanned_start,
+    _woken_start,
     backtest_trace,
     best_start,
     build_forecasts,
@@ -208,3 +210,23 @@ def test_cli_backtest_on_real_recorded_issues(tmp_path: Path, capsys: pytest.Cap
     assert 0 < age["median"] <= age["p90"] and 0 < age["share_within_3h"] < 1  # issues hours apart
     assert main(["backtest", "--forecast-issues", str(ISSUES), "--zone", "GB"]) == 2
     assert "exactly one --trace" in capsys.readouterr().err
+
+
+def _matrix_from(issues: dict[int, list[float]], hours: int = 12) -> np.ndarray:
+    """Row h: the newest issue by hour h (`issues` maps issue hour -> forecast by absolute hour), 12 h ahead."""
+    out, current = np.empty((hours, 12)), issues[0]
+    for h in range(hours):
+        current = issues.get(h, current)
+        out[h] = current[h : h + 12]
+    return out
+
+
+def test_whole_jobs_follow_the_window_operators_rule() -> None:
+    """Planned at submission, woken at the window, held again only for a later window worth min_savings."""
+    flat = [100.0, 100, 90] + [100.0] * 21
+    assert _woken_start(_matrix_from({0: flat}), 0, 1, 8) == 2  # the plan holds
+    better_later = {0: flat, 2: [100.0, 100, 90, 100, 100, 50] + [100.0] * 18}
+    assert _woken_start(_matrix_from(better_later), 0, 1, 8) == 5  # re-planned at 2: 50 g at hour 5
+    barely = {0: flat, 2: [100.0, 100, 90, 89.6] + [100.0] * 20}
+    assert _woken_start(_matrix_from(barely), 0, 1, 8) == 2  # 0.4% less than at 2 is not worth another hold
+    assert _replanned_start(_matrix_from(barely), 0, 1, 8) == 3  # the hourly re-plan chases it
