@@ -103,9 +103,9 @@ MODE_TEXT = {
     "once": "planned once at submission, never revisited",
     "shipped": "whole jobs: the window operators' rule (CarbonWindowOperator, the Prefect wait): planned at "
     f"submission, run now when that plan saves less than min_savings ({DEFAULT_MIN_SAVINGS:g}%), else woken at "
-    f"the window and re-planned there, held again (the Airflow operator's default cap, {DEFAULT_MAX_REPLANS} times; the Prefect wait has none) only for a later window "
-    "that saves min_savings against starting then; interruptible jobs: the training strategy's rule, as "
-    "'replan'",
+    f"the window and re-planned there, held again only for a later window that saves min_savings against "
+    f"starting then (at most {DEFAULT_MAX_REPLANS} times, the Airflow operator's default; the Prefect wait "
+    "has no cap); interruptible jobs: the training strategy's rule, as 'replan'",
     "replan": "re-planned every hour with the forecast issued then (ForecastWindowStrategy's rule): run now "
     f"when the first plan saves less than min_savings ({DEFAULT_MIN_SAVINGS:g}%) against running now; else "
     "start when starting now is the best plan / run this hour when it is among the cheapest still needed",
@@ -350,8 +350,6 @@ def _woken_start(forecast: np.ndarray, submit: int, duration: int, slack: int) -
     latest = submit + slack
     start = submit + best_start(forecast[submit], duration, slack)
     for _ in range(DEFAULT_MAX_REPLANS):
-        if start >= latest:
-            break
         fresh = forecast[start, : duration + latest - start]
         later = best_start(fresh, duration, latest - start)
         if later == 0 or _not_worth_holding(fresh, window_means(fresh, duration)[later], duration):

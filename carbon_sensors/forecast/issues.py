@@ -79,8 +79,7 @@ def newest_issue_matrix(
     if hours <= 0 or horizon <= 0:
         raise InvalidInputError(f"hours={hours} and horizon={horizon} must be positive")
     table = hourly_issues(issues)
-    issued, pos = _newest_issue(table, start, hours)
-    grid = pd.date_range(start, periods=hours, freq="h", tz="UTC").as_unit("ns")
+    issued, grid, pos = _newest_issue(table, start, hours)
     out = np.full((hours, horizon), np.nan)
     by_issue = {key: frame for key, frame in table.groupby("issued_at")}
     for row in np.flatnonzero(pos >= 0):
@@ -88,7 +87,7 @@ def newest_issue_matrix(
         k = ((frame["target"] - grid[int(row)]) / HOUR).to_numpy().astype(int)
         keep = (k >= 0) & (k < horizon)
         out[row, k[keep]] = frame["forecast"].to_numpy()[keep]
-    return out, issue_ages(table, start, hours)
+    return out, _ages(issued, grid, pos)
 
 
 def issue_ages(issues: pd.DataFrame, start: pd.Timestamp, hours: int) -> np.ndarray:
@@ -97,16 +96,18 @@ def issue_ages(issues: pd.DataFrame, start: pd.Timestamp, hours: int) -> np.ndar
     Why it is reported: live, a provider's forecast is minutes old (NESO publishes every 30 min); a sample of
     issues far apart leaves the backtest planning on old ones, and a reader should see how old.
     """
-    issued, pos = _newest_issue(issues, start, hours)
-    grid = pd.date_range(start, periods=hours, freq="h", tz="UTC").as_unit("ns")
-    age = (grid.asi8 - issued.asi8[np.maximum(pos, 0)]) / HOUR.value
-    return np.asarray(np.where(pos >= 0, age, np.nan))
+    return _ages(*_newest_issue(issues, start, hours))
 
 
 def _newest_issue(
     issues: pd.DataFrame, start: pd.Timestamp, hours: int
-) -> tuple[pd.DatetimeIndex, np.ndarray]:
-    """The issue times, sorted, and at each hour of the trace the position of the newest one (-1: none yet)."""
+) -> tuple[pd.DatetimeIndex, pd.DatetimeIndex, np.ndarray]:
+    """The issue times (sorted), the trace's hours, and at each hour the position of the newest issue (-1: none)."""
     issued = pd.DatetimeIndex(np.sort(issues["issued_at"].unique())).as_unit("ns")
     grid = pd.date_range(start, periods=hours, freq="h", tz="UTC").as_unit("ns")
-    return issued, np.searchsorted(issued.asi8, grid.asi8, side="right") - 1
+    return issued, grid, np.searchsorted(issued.asi8, grid.asi8, side="right") - 1
+
+
+def _ages(issued: pd.DatetimeIndex, grid: pd.DatetimeIndex, pos: np.ndarray) -> np.ndarray:
+    age = (grid.asi8 - issued.asi8[np.maximum(pos, 0)]) / HOUR.value
+    return np.asarray(np.where(pos >= 0, age, np.nan))
