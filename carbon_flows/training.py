@@ -38,7 +38,13 @@ from carbon_flows.jobs import require_allowed_job
 from carbon_flows.rescheduling import current_deployment_run, reschedule_current_run, rescheduled_state
 from carbon_flows.sources import SourceSpec, clock_of, resolve_source
 from carbon_flows.storage import CheckpointStore
-from carbon_flows.wait import BAD_SETUP, resolve_deadline, run_logger, wait_for_low_carbon
+from carbon_flows.wait import (
+    BAD_SETUP,
+    PREFECT_RESUME_OVERHEAD,
+    resolve_deadline,
+    run_logger,
+    wait_for_low_carbon,
+)
 from carbon_sensors import strategies
 from carbon_sensors.decision import Strategy
 from carbon_sensors.emissions import read_jsonl, report_summary
@@ -54,8 +60,6 @@ if TYPE_CHECKING:  # torch: imported when a flow trains, not when a flow file is
 JobSpec: TypeAlias = "str | Trainable | Callable[[], Trainable]"
 STRATEGIES = ("none", *strategies.STRATEGIES)
 DEFAULT_MAX_PAUSE = "6h"
-# Wall time from a rescheduled run's start time to its first step: worker poll, process start, flow load.
-PREFECT_RESUME_OVERHEAD = "30s"
 
 
 @dataclass(frozen=True)
@@ -289,22 +293,44 @@ def train_carbon_aware(
 ) -> TrainingOutcome:
     """Train `job` carbon-aware in `zone`; pauses wait in-process or reschedule the deployment (see module).
 
-    `strategy` is a name from `STRATEGIES` (built with `options`) or a strategy object. `paused_since` (set
-    by a rescheduled run) restores a threshold strategy's pause clock, so its max-pause bound holds across runs.
     Whatever the strategy says, the deadline guard (`carbon_sensors.deadline`) starts training by the deadline
-    minus an upper estimate of the work minus `resume_overhead` (wall time a rescheduled run needs to start);
-    `expected_duration` sizes a job whose data loader has no len(). `on_outage`: 'open' trains without carbon
-    data, 'closed' pauses (bounded by max_pause and the deadline); a built-in strategy's option.
+    minus an upper estimate of the work minus `resume_overhead`. Checkpoints go to
+    `<checkpoint_dir>/<flow name>/<training id>` (the first flow run's id, handed on to the runs it
+    reschedules). Every attempt starts from the newest checkpoint there: a flow retry or a rerun of a crashed
+    run resumes where the last periodic checkpoint left off. Cancelling the run (SIGTERM) checkpoints first.
 
-    Checkpoints go to `<checkpoint_dir>/<flow name>/<training id>` (the first flow run's id, handed on to
-    the runs it reschedules), a local folder or object storage (`s3://bucket/prefix`, via fsspec), every
-    `checkpoint_every` ('5min'; None: only at pauses, stops and the end) and/or `checkpoint_every_steps`.
-    Every attempt starts from the newest checkpoint there: a flow retry or a rerun of a crashed run resumes
-    where the last periodic checkpoint left off. Cancelling the run (SIGTERM) checkpoints first.
-
-    `mlflow_tracking_uri` logs emissions per epoch, the report and the timeline to that MLflow store (the
-    `mlflow` extra), one MLflow run per training across rescheduled runs, in `mlflow_experiment` (default:
-    the flow's name).
+    Args:
+        job: a `TrainingJob`, `LightningJob` or `HFTrainerJob` (any `Trainable`), a factory of one, or its
+            import path ('package.module:factory', 'file.py:factory').
+        zone: the grid zone (e.g. "DE"), as the source names it.
+        checkpoint_dir: a local folder or object storage (`s3://bucket/prefix`, fsspec) every worker reaches.
+        source: where the carbon data comes from, as for `await_low_carbon` ("trace", the offline default).
+        strategy: a name from `STRATEGIES` (built with `options`), a strategy object, or None (never pause).
+        options: the named strategy's options (checked against its schema: an unknown one is an error).
+        deadline: finish-by time (aware ISO string, grid time); a run that starts after it trains at once.
+        within: the deadline as a span from now instead (default 24 h); not both.
+        resume_from: a checkpoint to resume from (set by a rescheduled run); default: the newest one there.
+        paused_since: when the pause began (set by a rescheduled run), so a threshold strategy's max_pause
+            bound holds across runs.
+        max_in_process_pause: a pause up to this long waits in-process ('5min'); a longer one in a deployment
+            run schedules a new run for the resume time and this run ends "Rescheduled".
+        pue: the data centre's power usage effectiveness, in [1, 5] (default 1): measured energy times this.
+        artifact_prefix: the key prefix of the report, epoch table and progress artifacts.
+        decision_refresh_seconds: grid seconds a strategy decision is reused for (default 30).
+        progress_every_seconds: wall seconds between updates of the progress artifact (default 2).
+        expected_duration: how long the whole training runs ('3h'), for a data loader without len() and
+            without max_steps; without it such a job is assumed to need all the time to the deadline.
+        resume_overhead: wall time from a rescheduled run's start to its first step (worker poll, process
+            start, flow load; default 30 s), kept as a margin before the deadline.
+        on_outage: without carbon data, 'open' trains on and 'closed' pauses (bounded by max_pause and the
+            deadline); default: the strategy's own `on_error` (open). Built-in strategies only.
+        checkpoint_every_steps: also checkpoint every this many steps.
+        checkpoint_every: wall time between periodic checkpoints ('5min'; None: only at pauses, stops and the
+            end); a lost worker costs at most this much training.
+        mlflow_tracking_uri: log emissions per epoch, the report and the timeline to this MLflow store (the
+            `mlflow` extra), one MLflow run per training across rescheduled runs.
+        mlflow_experiment: the MLflow experiment of those runs; default the flow's name.
+        sleep: how an in-process pause sleeps (tests pass a recorder).
     """
     log = run_logger()
     training = build_job(job)
@@ -458,16 +484,45 @@ def carbon_aware_training(
 ) -> dict[str, Any] | State[Any]:
     """Wait for a window for `expected_duration` (if given, on a fresh start), then train carbon-aware.
 
-    `job` is an import path to a function returning a `TrainingJob`, `LightningJob` or `HFTrainerJob`; `deadline` (ISO, finish-by) wins over
-    `within`. 'threshold' takes `pause_above`/`resume_below` (gCO2eq/kWh) and `max_pause` (default 6h);
-    any strategy takes `strategy_options` (its keyword arguments, e.g. {"percentile": 30, "days": 7} for
-    'adaptive'). A rescheduled run gets the absolute deadline, the checkpoint and the pause clock as parameters.
-    Checkpoints go every `checkpoint_every` ('5min') and/or `checkpoint_every_steps` to
-    `<checkpoint_dir>/<flow>/<training id>` (local or `s3://...`); a rerun of a crashed run, a flow retry and
-    a cancellation keep them (see `train_carbon_aware`). `mlflow_tracking_uri` / `mlflow_experiment`: MLflow
-    tracking of the emissions, as in `train_carbon_aware`.
-    In a deployment run, `job` must be the deployment's `job` or one of its `allowed_jobs` (see
-    `carbon_flows.jobs`); anything else fails before it is imported.
+    The deployable face of `wait_for_low_carbon` and `train_carbon_aware`: the options the Prefect UI shows
+    are documented here. A rescheduled run gets the absolute deadline, the checkpoint and the pause clock as
+    parameters.
+
+    Args:
+        job: import path of a function returning a `TrainingJob`, `LightningJob` or `HFTrainerJob`
+            ('package.module:factory' or 'file.py:factory'); in a deployment run it must be the deployment's
+            `job` or one of its `allowed_jobs` (see `carbon_flows.jobs`), else it fails before it is imported.
+        zone: the grid zone (e.g. "DE").
+        checkpoint_dir: a local folder or object storage (`s3://bucket/prefix`) every worker reaches.
+        source: where the carbon data comes from: "trace" (recorded, the offline default), a provider name
+            ("uk", "electricitymaps", "watttime") or a credentials block ("watttime-credentials/<name>").
+        strategy: when to pause: 'none', 'threshold' (default), 'adaptive' or 'forecast-window'.
+        pause_above: 'threshold' only: pause above this many gCO2eq/kWh.
+        resume_below: 'threshold' only: resume at or below this many gCO2eq/kWh.
+        max_pause: 'threshold' only: the longest pause ('6h', the default).
+        strategy_options: any strategy's keyword arguments, e.g. {"percentile": 30, "days": 7} for 'adaptive'.
+        deadline: finish-by time (aware ISO string, grid time); wins over `within`.
+        within: the deadline as a span from the first run's start ('24h').
+        expected_duration: how long the training runs ('3h'): on a fresh start, first wait for the greenest
+            window that long; it also sizes a job whose data loader has no len().
+        resume_from: a checkpoint to resume from (set by a rescheduled run).
+        paused_since: when the pause began (set by a rescheduled run).
+        max_in_process_pause: a wait or pause up to this long happens in-process ('5min'); a longer one
+            reschedules the deployment.
+        pue: the data centre's power usage effectiveness, in [1, 5] (default 1).
+        decision_refresh_seconds: grid seconds a strategy decision is reused for (default 30).
+        artifact_prefix: the key prefix of the report, epoch table and progress artifacts.
+        on_outage: without carbon data, 'open' trains on and 'closed' pauses (bounded by max_pause and the
+            deadline); default: the strategy's own.
+        resume_overhead: wall time from a rescheduled run's start to its first step (default 30 s), kept as a
+            margin before the deadline.
+        allowed_jobs: job paths a run may train besides `job`; in a deployment run the deployment's stored list
+            counts, not the run's.
+        checkpoint_every_steps: also checkpoint every this many steps.
+        checkpoint_every: wall time between periodic checkpoints ('5min'; None: only at pauses, stops and the
+            end); a lost worker costs at most this much training.
+        mlflow_tracking_uri: log emissions to this MLflow tracking store (the `mlflow` extra).
+        mlflow_experiment: the MLflow experiment; default the flow's name.
     """
     require_allowed_job(job, allowed_jobs)
     options = strategy_options_for(
@@ -486,6 +541,7 @@ def carbon_aware_training(
             within=None if deadline else within,
             source=source,
             max_in_process_wait=max_in_process_pause,
+            resume_overhead=resume_overhead,
         )
         if window.rescheduled:
             return window.final_state()

@@ -29,18 +29,27 @@ from prefect.exceptions import MissingContextError
 from carbon_flows import events
 from carbon_flows.rescheduling import current_deployment_run, reschedule_current_run, rescheduled_state
 from carbon_flows.sources import SourceSpec, clock_of, resolve_source
-from carbon_sensors.deadline import late_run
+from carbon_sensors.deadline import late_run, plan_by
 from carbon_sensors.errors import AuthenticationError, CarbonAwareError, InvalidInputError, UnknownZoneError
 from carbon_sensors.forecast.combine import assemble_forecast
 from carbon_sensors.planner import plan_window
 from carbon_sensors.timeutil import parse_duration, parse_utc, utcnow
-from carbon_sensors.worth import DEFAULT_MIN_SAVINGS, check_min_savings, not_worth_holding
+from carbon_sensors.worth import (
+    DEFAULT_MAX_REPLANS,
+    DEFAULT_MIN_SAVINGS,
+    check_max_replans,
+    check_min_savings,
+    not_worth_holding,
+)
 
 DEADLINE_TAG = "carbon-aware:deadline:"
+HOLDS_TAG = "carbon-aware:holds:"  # how many times the runs before this one rescheduled for a window
 OnOutage = Literal["open", "closed"]  # the outage option of every operator and flow
 # A planned start this close to now is now: the planner works in float nanoseconds, so a plan that starts
 # "now" can come back a few hundred nanoseconds later, and a wait that short is not a wait.
 START_TOLERANCE = pd.Timedelta(seconds=1)
+# Wall time from a rescheduled run's start time to its first step: worker poll, process start, flow load.
+PREFECT_RESUME_OVERHEAD = "30s"
 # Errors no fallback can fix (bad input or configuration): always raised, never turned into "run now".
 BAD_SETUP = (InvalidInputError, UnknownZoneError, AuthenticationError)
 
@@ -109,15 +118,34 @@ def await_low_carbon(
     reschedule: bool = True,
     on_outage: OnOutage = "open",
     min_savings: float = DEFAULT_MIN_SAVINGS,
+    max_replans: int = DEFAULT_MAX_REPLANS,
+    resume_overhead: str | timedelta = PREFECT_RESUME_OVERHEAD,
     sleep: Callable[[float], None] = time.sleep,
 ) -> WindowOutcome:
     """Return once a low-carbon window for `duration` of work, finishing by the deadline, has begun.
 
-    `deadline` is a finish-by time (aware datetime or ISO string); `within` is the same as a span from now
-    (default 24 h). `max_intensity` lets a grid at or below that value (gCO2eq/kWh) run at once; otherwise
-    the best window from the forecast is awaited, if it saves at least `min_savings` percent against running
-    now (default 1, see `carbon_sensors.worth`); a smaller saving runs now and says so. Without carbon data,
-    `on_outage="open"` runs now (logged, a reported fallback) and "closed" raises, as on the Airflow operators.
+    Args:
+        zone: the grid zone (e.g. "DE", "GB"), as the source names it.
+        duration: how long the held work runs ('1h', the default): the window's length.
+        deadline: finish-by time (aware datetime or ISO string, grid time); a run rescheduled by an earlier
+            wait keeps that wait's deadline. A deadline already past runs at once, logged as a late run.
+        within: the deadline as a span from now instead (default 24 h); not both.
+        source: where the carbon data comes from: "trace" (recorded, the offline default, "trace:<dataset>"
+            for another), a provider name configured from the environment ("uk", "electricitymaps", "watttime"),
+            a credentials block ("watttime-credentials/<name>") or an `IntensitySource`.
+        max_intensity: a grid at or below this (gCO2eq/kWh) runs at once, without a forecast.
+        max_in_process_wait: a wait up to this long sleeps in-process ('5min'); a longer one in a deployment
+            run schedules a new run for the window and this run ends "Rescheduled".
+        reschedule: False always waits in-process (never schedules a new run).
+        on_outage: without carbon data, "open" runs now (logged, a reported fallback) and "closed" raises,
+            as on the Airflow operators.
+        min_savings: the least expected saving, in percent against running now, worth a hold (default 1,
+            see `carbon_sensors.worth`); a smaller one runs now and says so.
+        max_replans: how many times a run woken at its window may hold again (default 3, as on Airflow);
+            after that it runs at the window it woke at.
+        resume_overhead: wall time from the window's start to the work running (a rescheduled run's worker
+            poll, process start, flow load; default 30 s); the window ends this much before the deadline.
+        sleep: how an in-process wait sleeps (tests pass a recorder).
     """
     log = run_logger()
     if on_outage not in ("open", "closed"):
@@ -125,12 +153,14 @@ def await_low_carbon(
             f"on_outage={on_outage!r} is not valid; use 'open' (run now) or 'closed' (fail)"
         )
     check_min_savings(min_savings)
+    check_max_replans(max_replans)
     work = parse_duration(duration, "duration")
     in_process_limit = timedelta(0) if max_in_process_wait in (0, "0") else _limit(max_in_process_wait)
     intensity_source = resolve_source(source)
     clock = clock_of(intensity_source)
     now = clock.now()
     finish_by = resolve_deadline(deadline, within, now)
+    margin = clock.grid_duration(parse_duration(resume_overhead, "resume_overhead"))
 
     def outcome(reason: str, **facts: Any) -> WindowOutcome:
         result = WindowOutcome(action="run", zone=zone, reason=reason, deadline=finish_by, **facts)
@@ -142,6 +172,11 @@ def await_low_carbon(
         return outcome(late)
     if now + work >= finish_by:
         return outcome(f"no slack: {work} of work must start now to finish by {finish_by.isoformat()}")
+    holds = _inherited_holds()
+    if holds > max_replans:  # woken at its window after max_replans re-plans: this window runs
+        return outcome(
+            f"woken at the window after {holds - 1} re-plan(s), max_replans={max_replans}: running now"
+        )
     intensity_now: float | None = None
     try:
         if max_intensity is not None:
@@ -152,7 +187,9 @@ def await_low_carbon(
                     intensity_now=intensity_now,
                 )
         forecast = assemble_forecast(intensity_source, zone, now, finish_by - now)
-        plan = plan_window(forecast, duration=work, deadline=finish_by, earliest_start=now)
+        plan = plan_window(
+            forecast, duration=work, deadline=plan_by(finish_by, now, work, margin), earliest_start=now
+        )
     except CarbonAwareError as exc:
         if isinstance(exc, BAD_SETUP) or on_outage == "closed":
             raise
@@ -173,7 +210,9 @@ def await_low_carbon(
     wait = max(0.0, (start_wall - utcnow()).total_seconds())
     can_reschedule = reschedule and current_deployment_run() is not None
     if wait > in_process_limit.total_seconds() and can_reschedule:
-        next_run = reschedule_current_run(start_wall, extra_tags=[f"{DEADLINE_TAG}{finish_by.isoformat()}"])
+        next_run = reschedule_current_run(
+            start_wall, extra_tags=[f"{DEADLINE_TAG}{finish_by.isoformat()}", f"{HOLDS_TAG}{holds + 1}"]
+        )
         reason = (
             f"waiting {timedelta(seconds=round(wait))} for the window at {plan.start.isoformat()} "
             f"({plan.reason}); flow run {next_run.id} scheduled for {start_wall.isoformat()}"
@@ -268,7 +307,17 @@ def resolve_deadline(
     return finish_by
 
 
-def _inherited_deadlines() -> list[pd.Timestamp]:
+def _run_tags() -> list[str]:
     ctx = FlowRunContext.get()
-    tags = ctx.flow_run.tags if ctx is not None and ctx.flow_run is not None else []
+    return list(ctx.flow_run.tags) if ctx is not None and ctx.flow_run is not None else []
+
+
+def _inherited_deadlines() -> list[pd.Timestamp]:
+    tags = _run_tags()
     return [parse_utc(t[len(DEADLINE_TAG) :], "deadline tag") for t in tags if t.startswith(DEADLINE_TAG)]
+
+
+def _inherited_holds() -> int:
+    """How many holds rescheduled the runs before this one (tags carry over, so the largest count)."""
+    counts = [t[len(HOLDS_TAG) :] for t in _run_tags() if t.startswith(HOLDS_TAG)]
+    return max((int(c) for c in counts if c.isdigit()), default=0)

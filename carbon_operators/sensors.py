@@ -39,9 +39,24 @@ def percentile_threshold(target: CarbonTarget, percentile: float, days: float) -
 class CarbonIntensitySensor(BaseSensorOperator):
     """Succeed when `zone`'s carbon intensity is at or below a threshold.
 
-    The threshold is `max_intensity` gCO2eq/kWh, or the `percentile`-th percentile of the last
-    `history_days` days (e.g. percentile=30: greener than 70% of recent hours). On the deadline the
-    `on_deadline` policy decides (run, fail, skip); without data, `on_outage` does (open: run, closed: fail).
+    Give one threshold: `max_intensity`, or `percentile` of the recent history.
+
+    :param zone: the grid zone ('DE'); default: the connection's zone.
+    :param max_intensity: succeed at or below this many gCO2eq/kWh.
+    :param percentile: succeed at or below this percentile (0-100] of the last `history_days` days
+        (e.g. 30: greener than 70% of recent hours).
+    :param history_days: days of history the percentile is taken over (default 7).
+    :param carbon_conn_id: the `carbon_intensity` connection naming the source and its key; default: recorded
+        traces (offline).
+    :param deadline: when waiting ends (aware ISO or datetime, grid time); default: the run's data interval
+        end plus `deadline_allowance`.
+    :param deadline_allowance: how long after the data interval end waiting may last (default 12 h).
+    :param on_deadline: at the deadline, 'run' succeeds (the stage runs, late carbon-wise but on time), 'fail'
+        fails and 'skip' skips.
+    :param on_outage: without carbon data, 'open' succeeds (logged, reported) and 'closed' fails.
+    :param deferrable: wait in the triggerer (no worker slot) instead of poking on a worker; default: the
+        `[operators] default_deferrable` setting.
+    :param poke_interval: seconds (or a timedelta) between checks (default 300).
     """
 
     template_fields: Sequence[str] = ("zone", "max_intensity", "deadline", "carbon_conn_id")

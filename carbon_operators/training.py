@@ -74,27 +74,33 @@ def _run_key(context: Context, task_id: str) -> str:
 class CarbonAwareTrainingOperator(BaseOperator):
     """Run `training_callable(**op_kwargs)` carbon-aware, pausing by checkpoint and deferral.
 
-    The callable returns a `TrainingJob` (our loop), a `LightningJob` or an `HFTrainerJob`
-    (`carbon_sensors.integrations`): anything `Trainable`, each trained in the same carbon session.
+    Each task instance trains in its own folder `<checkpoint_dir>/<dag_id>/<run_id>/<task_id>[/<map_index>]`,
+    where the emissions timeline is published too. Every attempt resumes from the newest checkpoint there: a
+    retry after a lost worker goes on from the last periodic checkpoint, and a rerun of a finished task
+    returns its result without training again (trigger a new DAG run to retrain).
 
-    `strategy` names a strategy of `carbon_sensors.strategies` (built with `strategy_kwargs`) or is a factory
-    `(source, zone, **strategy_kwargs) -> Strategy`. `checkpoint_dir` is a local folder or an object-storage
-    URL; by default a folder under the system temp dir. Each task instance trains in its own folder
-    `<checkpoint_dir>/<dag_id>/<run_id>/<task_id>[/<map_index>]`, where the emissions timeline is published
-    too. Every attempt resumes from the newest checkpoint there: a retry after a lost worker goes on from
-    the last periodic checkpoint, and a rerun of a finished task returns its result without training again
-    (trigger a new DAG run to retrain). On a CeleryExecutor or Kubernetes, use object storage
-    (`s3://conn_id@bucket/prefix`) or a folder shared by every worker: a worker's local folder does not
-    follow the task.
-
+    :param training_callable: returns the job to train: a `TrainingJob` (our loop), a `LightningJob` or an
+        `HFTrainerJob` (`carbon_sensors.integrations`), anything `Trainable`; called on every attempt.
+    :param op_kwargs: keyword arguments for `training_callable` (templated).
+    :param zone: the grid zone ('DE'); default: the connection's zone.
+    :param carbon_conn_id: the `carbon_intensity` connection naming the source and its key; default: recorded
+        traces (offline).
+    :param strategy: a strategy of `carbon_sensors.strategies` by name ('threshold', the default), or a factory
+        `(source, zone, **strategy_kwargs) -> Strategy`.
+    :param strategy_kwargs: the strategy's options (checked against its schema: an unknown one is an error).
+    :param checkpoint_dir: a local folder or an object-storage URL (`s3://conn_id@bucket/prefix`); default: a
+        folder under the system temp dir. On a CeleryExecutor or Kubernetes use object storage or a folder
+        every worker shares: a worker's local folder does not follow the task.
     :param checkpoint_every: wall time between periodic checkpoints ('5min', the default; None: only at
         pauses, stops and the end); a lost worker costs at most this much training.
     :param checkpoint_every_steps: also checkpoint every this many steps.
-
     :param deadline: finish-by time (aware ISO or datetime, grid time); default: the run's data interval end
         plus `deadline_allowance`. Whatever the strategy says, training (re)starts by the deadline minus an upper
         estimate of the remaining work minus `resume_overhead`; once that guard says run, it never pauses
         again. A run that starts after its deadline (a late rerun) trains at once, with a warning.
+    :param deadline_allowance: how long after the data interval end training must finish (default 12 h).
+    :param decision_refresh_seconds: grid seconds a strategy decision is reused for (default 30).
+    :param pue: the data centre's power usage effectiveness, in [1, 5] (default 1): measured energy times this.
     :param expected_duration: how long the whole training runs ('3h'), for a data loader without `len()`
         and without `max_steps`; without it such a job is assumed to need all the time to the deadline.
     :param resume_overhead: wall time from "resume" to the first resumed step (scheduler, worker pick-up,

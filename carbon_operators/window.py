@@ -32,6 +32,7 @@ from carbon_sensors.timeutil import parse_duration, parse_utc
 from carbon_sensors.worth import (
     DEFAULT_MAX_REPLANS,
     DEFAULT_MIN_SAVINGS,
+    check_max_replans,
     check_min_savings,
     not_worth_holding,
 )
@@ -43,9 +44,21 @@ class CarbonWindowOperator(BaseOperator):
     Returns the plan (zone, start, end, expected and run-now intensity, savings) to XCom, so the held
     stage can read which zone was chosen.
 
+    :param duration: how long the held stage runs ('2h'): the window's length.
+    :param zone: a zone ('DE'), a list or a comma-separated string of zones (the greenest window of any wins);
+        default: the connection's zone.
+    :param carbon_conn_id: the `carbon_intensity` connection naming the source and its key; default: recorded
+        traces (offline).
+    :param deadline: finish-by time of the held stage (aware ISO or datetime, grid time); default: the run's
+        data interval end plus `deadline_allowance`.
+    :param deadline_allowance: how long after the data interval end the stage must finish (default 12 h).
+    :param earliest_start: no window starts before this (aware ISO or datetime).
     :param min_savings: the least expected saving, in percent against running now, worth a hold (default 1,
         see `carbon_sensors.worth`); a smaller one runs at once and says so. On wake, the hold waits again
         only for a later window that saves at least this much.
+    :param max_replans: how many times a hold woken at its window may hold again (default 3); after that the
+        task runs at the window it woke at.
+    :param on_outage: without carbon data, 'open' releases at once (reported as an outage) and 'closed' fails.
     :param resume_overhead: wall time from the window's start to the held task running (triggerer, scheduler,
         worker pick-up; default 2 min); the window is planned to end this much before the deadline.
     """
@@ -85,6 +98,7 @@ class CarbonWindowOperator(BaseOperator):
         with failing_bad_input(self.task_id):
             parse_choice(OnOutage, self.on_outage, "on_outage")
             check_min_savings(self.min_savings)
+            check_max_replans(self.max_replans)
             target = resolve_target(context, self)
             parse_duration(self.resume_overhead, "resume_overhead")
             return target, parse_duration(self.duration, "duration")

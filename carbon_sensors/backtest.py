@@ -104,8 +104,8 @@ MODE_TEXT = {
     "shipped": "whole jobs: the window operators' rule (CarbonWindowOperator, the Prefect wait): planned at "
     f"submission, run now when that plan saves less than min_savings ({DEFAULT_MIN_SAVINGS:g}%), else woken at "
     f"the window and re-planned there, held again only for a later window that saves min_savings against "
-    f"starting then (at most {DEFAULT_MAX_REPLANS} times, the Airflow operator's default; the Prefect wait "
-    "has no cap); interruptible jobs: the training strategy's rule, as 'replan'",
+    f"starting then (at most {DEFAULT_MAX_REPLANS} times, max_replans' default on both faces); "
+    "interruptible jobs: the training strategy's rule, as 'replan'",
     "replan": "re-planned every hour with the forecast issued then (ForecastWindowStrategy's rule): run now "
     f"when the first plan saves less than min_savings ({DEFAULT_MIN_SAVINGS:g}%) against running now; else "
     "start when starting now is the best plan / run this hour when it is among the cheapest still needed",

@@ -8,6 +8,9 @@ forecast errors: shipped policy 0.80 / 0.79 / 0.75 on NESO issues at 0 / 1 / 5%,
 14 zones, where clean low-variance grids (FR, SE) rarely promise 5% and gave up all their savings. The floor
 decides a job's first hold only (`ForecastWindowStrategy`, the window hold, the Prefect wait); raise it
 (e.g. 5) where waiting itself is costly. Set 0 to hold for any saving.
+
+A hold woken at its window re-plans, and holds again only for a later window that saves `min_savings`; at most
+`max_replans` times, so a forecast that keeps moving the low later cannot walk a job to its deadline in steps.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from carbon_sensors.errors import InvalidInputError
 from carbon_sensors.planner import Plan
 
 DEFAULT_MIN_SAVINGS = 1.0
-DEFAULT_MAX_REPLANS = 3  # a window operator woken at its window holds again at most this many times
+DEFAULT_MAX_REPLANS = 3  # a hold woken at its window holds again at most this many times (both faces)
 
 
 def check_min_savings(min_savings: float) -> float:
@@ -31,6 +34,16 @@ def check_min_savings(min_savings: float) -> float:
             f"to below 100 (default {DEFAULT_MIN_SAVINGS:g})"
         )
     return float(min_savings)
+
+
+def check_max_replans(max_replans: int) -> int:
+    """`max_replans` as a whole number >= 0; anything else is an error naming it."""
+    if isinstance(max_replans, bool) or not isinstance(max_replans, int) or max_replans < 0:
+        raise InvalidInputError(
+            f"max_replans={max_replans!r} is not valid; give a whole number >= 0 of times a hold woken at its "
+            f"window may hold again (0: never; default {DEFAULT_MAX_REPLANS})"
+        )
+    return max_replans
 
 
 def not_worth_holding(plan: Plan, min_savings: float) -> str | None:

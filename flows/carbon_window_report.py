@@ -16,7 +16,7 @@ from prefect.client.schemas.objects import State
 
 from carbon_flows.artifacts import publish_markdown, window_rows
 from carbon_flows.sources import clock_of, resolve_source
-from carbon_flows.wait import wait_for_low_carbon
+from carbon_flows.wait import PREFECT_RESUME_OVERHEAD, wait_for_low_carbon
 
 
 @task
@@ -36,7 +36,20 @@ def carbon_window_report(
     within: str = "12h",
     source: str = "trace",
     max_in_process_wait: str = "2min",
+    resume_overhead: str = PREFECT_RESUME_OVERHEAD,
 ) -> dict[str, Any] | State[Any]:
+    """Wait for the greenest window finishing by the deadline, then summarise the past week's grid.
+
+    Args:
+        zone: the grid zone (e.g. "DE").
+        duration: how long the batch work runs ('1h'): the window's length.
+        deadline: finish-by time (aware ISO string, grid time); wins over `within`.
+        within: the deadline as a span from the first run's start ('12h').
+        source: where the carbon data comes from ("trace": recorded real data, offline).
+        max_in_process_wait: a wait up to this long sleeps in-process ('2min'); a longer one reschedules.
+        resume_overhead: wall time from a rescheduled run's start to the work (default 30 s), kept as a
+            margin before the deadline.
+    """
     window = wait_for_low_carbon(
         zone,
         duration=duration,
@@ -44,6 +57,7 @@ def carbon_window_report(
         within=None if deadline else within,
         source=source,
         max_in_process_wait=max_in_process_wait,
+        resume_overhead=resume_overhead,
     )
     if window.rescheduled:
         return window.final_state()

@@ -95,3 +95,26 @@ def test_the_window_ends_resume_overhead_before_the_deadline(
     trigger = deferred.value.trigger
     assert isinstance(trigger, ResumeAtTrigger)
     assert pd.Timestamp(trigger.state["plan"]["end"]) == pd.Timestamp(latest_end)
+
+
+def test_a_hold_woken_after_max_replans_releases_with_the_window_it_waited_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Woken at 05:00 with DE's low still ahead at 11:00: with a re-plan left it holds again; with none it runs
+    at the window it woke at (the Prefect wait has the same cap)."""
+    monkeypatch.setenv(ENV_START, "2023-06-02T05:00Z")
+    monkeypatch.delenv(ENV_WALL_START, raising=False)
+    monkeypatch.setenv("CARBON_AWARE_TRACE_FORECAST", "perfect")
+    hold = CarbonWindowOperator(
+        task_id="hold", zone="DE", duration="1h", deadline="2023-06-02T16:00Z", max_replans=1
+    )
+    waited = {"zone": "DE", "start": "2023-06-02T05:00:00+00:00", "reason": "the window it waited for"}
+    with pytest.raises(TaskDeferred) as deferred:
+        hold.execute_complete(NO_CONTEXT, event={"state": {"plan": waited, "replans": 0}})
+    assert isinstance(deferred.value.trigger, ResumeAtTrigger)
+    assert deferred.value.trigger.state["replans"] == 1
+    released = hold.execute_complete(NO_CONTEXT, event={"state": {"plan": waited, "replans": 1}})
+    assert released["status"] == "released" and released["replans"] == 1
+    assert released["reason"] == "the window it waited for"
+    with pytest.raises(AirflowFailException, match=r"max_replans='3' is not valid"):
+        CarbonWindowOperator(task_id="bad", zone="DE", duration="1h", max_replans="3").execute(NO_CONTEXT)  # type: ignore[arg-type]

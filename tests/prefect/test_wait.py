@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from prefect import flow
+from prefect import flow, tags
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
 from prefect.client.schemas.objects import State
@@ -23,6 +23,7 @@ from prefect_helpers import deploy
 from carbon_flows import events
 from carbon_flows.wait import (
     DEADLINE_TAG,
+    HOLDS_TAG,
     WindowOutcome,
     await_low_carbon,
     carbon_window,
@@ -97,7 +98,10 @@ def test_threshold_lets_a_green_enough_grid_run_now() -> None:
 @flow
 def hold_replayed(trace_start: str, speed: float) -> tuple[WindowOutcome, TraceProvider]:
     source = replayed(pd.Timestamp(trace_start), speed)  # the replay starts inside the flow, not before it
-    outcome = wait_for_low_carbon("DE", duration="1h", deadline=DEADLINE, source=source)
+    # at this speed a wall second is hours of grid time: a margin that small, or the low no longer fits
+    outcome = wait_for_low_carbon(
+        "DE", duration="1h", deadline=DEADLINE, source=source, resume_overhead=timedelta(milliseconds=1)
+    )
     assert isinstance(outcome, WindowOutcome)
     return outcome, source
 
@@ -126,7 +130,12 @@ def test_dirty_grid_without_deployment_waits_in_process_even_when_long() -> None
 @flow
 def held_batch(deadline: str, speed: float) -> State[Any] | str:
     outcome = wait_for_low_carbon(
-        "DE", duration="1h", deadline=deadline, source=replayed(DIRTY, speed), max_in_process_wait="5s"
+        "DE",
+        duration="1h",
+        deadline=deadline,
+        source=replayed(DIRTY, speed),
+        max_in_process_wait="5s",
+        resume_overhead="1s",  # 10 grid minutes at 600x
     )
     return outcome.final_state() if outcome.rescheduled else "ran"
 
@@ -161,6 +170,7 @@ def test_dirty_grid_in_a_deployment_reschedules_at_the_window(
     assert scheduled.expected_start_time is not None
     assert abs(pd.Timestamp(scheduled.expected_start_time) - expected) < pd.Timedelta(seconds=3)
     assert f"{DEADLINE_TAG}{pd.Timestamp(DEADLINE).isoformat()}" in scheduled.tags
+    assert f"{HOLDS_TAG}1" in scheduled.tags  # the woken run knows it was held once
     assert str(scheduled.id) in (state.message or "")
     (rescheduled,) = [e for e in emitted_events() if e.event == events.RUN_RESCHEDULED]
     assert rescheduled.payload["next_flow_run_id"] == str(scheduled.id)
@@ -174,7 +184,14 @@ def test_carbon_window_decorator_holds_a_task() -> None:
     calls: list[pd.Timestamp] = []
 
     # min_savings=0: the mechanics under test; a slow start may reach 10:xx, where the low saves under 5%
-    @carbon_window("DE", duration="1h", deadline=DEADLINE, source=source, min_savings=0)
+    @carbon_window(
+        "DE",
+        duration="1h",
+        deadline=DEADLINE,
+        source=source,
+        min_savings=0,
+        resume_overhead=timedelta(milliseconds=1),
+    )
     def work() -> str:
         calls.append(source.now())
         return "done"
@@ -234,3 +251,38 @@ def test_a_window_saving_less_than_min_savings_runs_now_and_says_why() -> None:
     assert eager.action == "run" and len(sleeps.seconds) == 1 and sleeps.seconds[0] > 3000  # held for 11:00
     with pytest.raises(InvalidInputError, match=r"min_savings=-5 is not valid"):
         await_low_carbon("DE", deadline=DEADLINE, source=replayed(DIRTY), min_savings=-5)
+
+
+def test_a_run_woken_after_max_replans_holds_no_more() -> None:
+    """A run rescheduled for its window re-plans there, as the Airflow window does, and as there at most
+    `max_replans` times: the count travels in the runs' tags."""
+    sleeps = Sleeps()
+    options = {
+        "duration": "1h",
+        "deadline": DEADLINE,
+        "source": replayed(DIRTY),
+        "max_replans": 1,
+        "sleep": sleeps,
+    }
+    with tags(f"{HOLDS_TAG}2"):  # held at submission, then once more when woken: the one re-plan is spent
+        spent = hold(options)
+    assert spent.action == "run" and sleeps.seconds == [] and spent.plan is None
+    assert "woken at the window after 1 re-plan(s), max_replans=1: running now" in spent.reason
+    with tags(f"{HOLDS_TAG}1"):  # woken once: one re-plan left, and 05:00 is far from the 11:00 low
+        left = hold(options)
+    assert left.action == "run" and left.window_start == WINDOW and len(sleeps.seconds) == 1
+    with pytest.raises(InvalidInputError, match=r"max_replans=-1 is not valid"):
+        await_low_carbon("DE", deadline=DEADLINE, source=replayed(DIRTY), max_replans=-1)
+
+
+@pytest.mark.parametrize(
+    ("overhead", "latest_end"), [("1s", "2023-06-02T12:59:59Z"), ("1h", "2023-06-02T12:00Z")]
+)
+def test_the_window_ends_resume_overhead_before_the_deadline(overhead: str, latest_end: str) -> None:
+    """A rescheduled run starts late by its worker's poll and flow load: planned to end at the deadline, the
+    work would finish after it. DE's low on 2023-06-02 is 11:00-13:00, as on the Airflow window's test."""
+    outcome = hold(
+        {"duration": "2h", "deadline": "2023-06-02T13:00Z", "min_savings": 0, "resume_overhead": overhead,
+         "source": replayed(pd.Timestamp("2023-06-02T09:00Z")), "sleep": Sleeps()}
+    )  # fmt: skip
+    assert outcome.window_end == pd.Timestamp(latest_end)

@@ -134,7 +134,8 @@ def test_dirty_grid_reschedules_to_window_and_completes_with_report(stack: Stack
     with stack.client() as client:
         deployment = client.read_deployment_by_name("carbon-window-report/carbon-window-report")
         first = client.create_flow_run_from_deployment(
-            deployment.id, parameters={"deadline": DEADLINE, "max_in_process_wait": "5s"}
+            deployment.id,  # resume_overhead 1 s: the default 30 s are 7.5 grid hours at this speed
+            parameters={"deadline": DEADLINE, "max_in_process_wait": "5s", "resume_overhead": "1s"},
         )
         first = _final(client, first.id, 90, stack.processes)
         assert first.state is not None
