@@ -147,6 +147,7 @@ def window_rows(window: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
         ("Forecast", plan.get("forecast_source"), ""),
         ("Signal kind", plan.get("kind"), ""),
         ("Waited in process", window.get("waited_seconds"), "s"),
+        ("Re-plans at the window", window.get("replans"), ""),
         ("Fallback", window.get("fallback"), ""),
     ]
 

@@ -77,6 +77,7 @@ class WindowOutcome:
     next_flow_run_id: str | None = None
     scheduled_for: pd.Timestamp | None = None
     intensity_now: float | None = field(default=None)
+    replans: int = 0  # holds after the first, over the runs this one's chain rescheduled (as on Airflow)
 
     @property
     def rescheduled(self) -> bool:
@@ -103,6 +104,7 @@ class WindowOutcome:
             "next_flow_run_id": self.next_flow_run_id,
             "scheduled_for": iso(self.scheduled_for),
             "intensity_now": self.intensity_now,
+            "replans": self.replans,
         }
 
 
@@ -161,9 +163,12 @@ def await_low_carbon(
     now = clock.now()
     finish_by = resolve_deadline(deadline, within, now)
     margin = clock.grid_duration(parse_duration(resume_overhead, "resume_overhead"))
+    holds = _inherited_holds()
 
     def outcome(reason: str, **facts: Any) -> WindowOutcome:
-        result = WindowOutcome(action="run", zone=zone, reason=reason, deadline=finish_by, **facts)
+        result = WindowOutcome(
+            action="run", zone=zone, reason=reason, deadline=finish_by, replans=max(0, holds - 1), **facts
+        )
         log.info("carbon window %s: %s", zone, reason)
         events.emit_carbon_event(events.WINDOW_OPENED, zone, result.to_dict())
         return result
@@ -172,7 +177,6 @@ def await_low_carbon(
         return outcome(late)
     if now + work >= finish_by:
         return outcome(f"no slack: {work} of work must start now to finish by {finish_by.isoformat()}")
-    holds = _inherited_holds()
     if holds > max_replans:  # woken at its window after max_replans re-plans: this window runs
         return outcome(
             f"woken at the window after {holds - 1} re-plan(s), max_replans={max_replans}: running now"
@@ -225,6 +229,7 @@ def await_low_carbon(
             fallback=plan.fallback,
             next_flow_run_id=str(next_run.id),
             scheduled_for=start_wall,
+            replans=holds,  # a woken run holding again re-plans once more
             **planned,
         )
         log.info("carbon window %s: %s", zone, reason)

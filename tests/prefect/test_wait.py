@@ -268,9 +268,11 @@ def test_a_run_woken_after_max_replans_holds_no_more() -> None:
         spent = hold(options)
     assert spent.action == "run" and sleeps.seconds == [] and spent.plan is None
     assert "woken at the window after 1 re-plan(s), max_replans=1: running now" in spent.reason
+    assert spent.replans == 1 and spent.to_dict()["replans"] == 1  # named as in the Airflow window's XCom
     with tags(f"{HOLDS_TAG}1"):  # woken once: one re-plan left, and 05:00 is far from the 11:00 low
         left = hold(options)
     assert left.action == "run" and left.window_start == WINDOW and len(sleeps.seconds) == 1
+    assert left.replans == 0
     with pytest.raises(InvalidInputError, match=r"max_replans=-1 is not valid"):
         await_low_carbon("DE", deadline=DEADLINE, source=replayed(DIRTY), max_replans=-1)
 

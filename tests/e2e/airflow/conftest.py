@@ -9,11 +9,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from scratch_database import scratch_database
 
 REPO = Path(__file__).resolve().parents[3]
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="carbon-airflow-e2e-"))
@@ -40,9 +40,5 @@ def postgres_url() -> Iterator[str]:
     The live tests run several Airflow components at once: on SQLite they race for its one write lock
     (seen as a 'Database error' 500 from the REST API), so they use PostgreSQL, as a deployment would.
     """
-    database = f"carbon_e2e_{uuid.uuid4().hex[:12]}"
-    subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", database], check=True, timeout=60)
-    try:
+    with scratch_database() as database:
         yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{database}"
-    finally:
-        subprocess.run(["dropdb", "--force", "-h", "127.0.0.1", "-U", "postgres", database], timeout=60)

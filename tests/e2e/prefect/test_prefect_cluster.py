@@ -27,6 +27,7 @@ from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.client.schemas.objects import FlowRun
 from prefect.states import Cancelling, Scheduled
 from prefect_processes import ProcessGroup, wait_until
+from scratch_database import scratch_database
 
 pytestmark = pytest.mark.slow
 
@@ -73,12 +74,17 @@ def checkpoint_steps(s3: Any, prefix: str = "checkpoints/") -> list[int]:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def database() -> Iterator[str]:
+    """The server's PostgreSQL database, dropped after the stack has stopped."""
+    with scratch_database() as name:
+        yield name
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, database: str) -> Iterator[Stack]:
     import boto3
 
     home = tmp_path_factory.mktemp("prefect-cluster")
-    database = f"carbon_e2e_{uuid.uuid4().hex[:12]}"
-    subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", database], check=True, timeout=60)
     api_port, s3_port = ports(2)
     api, endpoint = f"http://127.0.0.1:{api_port}/api", f"http://127.0.0.1:{s3_port}"
     env = {
@@ -139,7 +145,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield Stack(api, env, processes, s3, deployment_id)
     finally:
         survivors = processes.stop()
-        subprocess.run(["dropdb", "--force", "-h", "127.0.0.1", "-U", "postgres", database], timeout=60)
         assert survivors == [], f"processes still running after stop: {survivors}"
 
 
