@@ -342,7 +342,7 @@ def train_carbon_aware(
         if isinstance(strategy, str)
         else strategy
     )
-    overhead = clock.grid_duration(parse_duration(resume_overhead, "resume_overhead"))
+    overhead = clock.grid_duration(parse_duration(resume_overhead, "resume_overhead", zero_ok=True))
     work = None if expected_duration is None else parse_duration(expected_duration, "expected_duration")
     check_source(intensity_source, zone)
     if paused_since is not None and chosen is not None and hasattr(chosen, "paused_since"):

@@ -32,7 +32,7 @@ from carbon_flows.sources import SourceSpec, clock_of, resolve_source
 from carbon_sensors.deadline import late_run, plan_by
 from carbon_sensors.errors import AuthenticationError, CarbonAwareError, InvalidInputError, UnknownZoneError
 from carbon_sensors.forecast.combine import assemble_forecast
-from carbon_sensors.planner import plan_window
+from carbon_sensors.planner import Plan, plan_window
 from carbon_sensors.timeutil import parse_duration, parse_utc, utcnow
 from carbon_sensors.worth import (
     DEFAULT_MAX_REPLANS,
@@ -43,7 +43,9 @@ from carbon_sensors.worth import (
 )
 
 DEADLINE_TAG = "carbon-aware:deadline:"
-HOLDS_TAG = "carbon-aware:holds:"  # how many times the runs before this one rescheduled for a window
+HOLDS_TAG = (
+    "carbon-aware:holds:"  # + "<zone>/<duration>s:<n>": how often that wait rescheduled the runs before
+)
 OnOutage = Literal["open", "closed"]  # the outage option of every operator and flow
 # A planned start this close to now is now: the planner works in float nanoseconds, so a plan that starts
 # "now" can come back a few hundred nanoseconds later, and a wait that short is not a wait.
@@ -136,17 +138,20 @@ def await_low_carbon(
             for another), a provider name configured from the environment ("uk", "electricitymaps", "watttime"),
             a credentials block ("watttime-credentials/<name>") or an `IntensitySource`.
         max_intensity: a grid at or below this (gCO2eq/kWh) runs at once, without a forecast.
-        max_in_process_wait: a wait up to this long sleeps in-process ('5min'); a longer one in a deployment
-            run schedules a new run for the window and this run ends "Rescheduled".
+        max_in_process_wait: a wait up to this long sleeps in-process ('5min'; '0': always reschedule); a
+            longer one in a deployment run schedules a new run for the window and this run ends "Rescheduled".
         reschedule: False always waits in-process (never schedules a new run).
         on_outage: without carbon data, "open" runs now (logged, a reported fallback) and "closed" raises,
             as on the Airflow operators.
         min_savings: the least expected saving, in percent against running now, worth a hold (default 1,
             see `carbon_sensors.worth`); a smaller one runs now and says so.
         max_replans: how many times a run woken at its window may hold again (default 3, as on Airflow);
-            after that it runs at the window it woke at.
-        resume_overhead: wall time from the window's start to the work running (a rescheduled run's worker
-            poll, process start, flow load; default 30 s); the window ends this much before the deadline.
+            after that it runs at the window it woke at. Counted per wait (zone and duration) in the tags of
+            the runs it rescheduled; a wait that cannot reschedule holds once and counts nothing.
+        resume_overhead: wall time from a rescheduled run's start time to the work running (worker poll,
+            process start, flow load; default 30 s, '0s' for none). A wait that can reschedule plans its
+            window to end this much before the deadline, or as early as the work allows when the slack is
+            shorter (warned: under a fast replay 30 s is hours of grid time).
         sleep: how an in-process wait sleeps (tests pass a recorder).
     """
     log = run_logger()
@@ -162,12 +167,17 @@ def await_low_carbon(
     clock = clock_of(intensity_source)
     now = clock.now()
     finish_by = resolve_deadline(deadline, within, now)
-    margin = clock.grid_duration(parse_duration(resume_overhead, "resume_overhead"))
-    holds = _inherited_holds()
+    # Only a wait that can reschedule has a wake-up to allow for, and a chain of runs to count holds over.
+    can_reschedule = reschedule and current_deployment_run() is not None
+    hold_key = f"{zone}/{int(work.total_seconds())}s"
+    holds = _inherited_holds(hold_key) if can_reschedule else 0
+    overhead = parse_duration(resume_overhead, "resume_overhead", zero_ok=True)
+    margin = clock.grid_duration(overhead) if can_reschedule else timedelta(0)
 
-    def outcome(reason: str, **facts: Any) -> WindowOutcome:
+    def outcome(reason: str, *, held: bool = False, **facts: Any) -> WindowOutcome:
+        replans = holds if held else max(0, holds - 1)  # a woken run that holds again re-plans once more
         result = WindowOutcome(
-            action="run", zone=zone, reason=reason, deadline=finish_by, replans=max(0, holds - 1), **facts
+            action="run", zone=zone, reason=reason, deadline=finish_by, replans=replans, **facts
         )
         log.info("carbon window %s: %s", zone, reason)
         events.emit_carbon_event(events.WINDOW_OPENED, zone, result.to_dict())
@@ -179,8 +189,16 @@ def await_low_carbon(
         return outcome(f"no slack: {work} of work must start now to finish by {finish_by.isoformat()}")
     if holds > max_replans:  # woken at its window after max_replans re-plans: this window runs
         return outcome(
-            f"woken at the window after {holds - 1} re-plan(s), max_replans={max_replans}: running now"
+            f"woken at the window after {holds - 1} re-plan(s), max_replans={max_replans}: running now",
+            window_start=now,
+            window_end=now + work,
         )
+    if now + work > finish_by - margin:
+        log.warning(
+            "resume_overhead=%s is %s of grid time: a run rescheduled for a later window would finish after "
+            "the deadline %s, so only a window starting now fits",
+            resume_overhead, margin, finish_by.isoformat(),
+        )  # fmt: skip
     intensity_now: float | None = None
     try:
         if max_intensity is not None:
@@ -212,29 +230,9 @@ def await_low_carbon(
         return outcome(small, **planned)
     start_wall = clock.to_wall(plan.start)
     wait = max(0.0, (start_wall - utcnow()).total_seconds())
-    can_reschedule = reschedule and current_deployment_run() is not None
     if wait > in_process_limit.total_seconds() and can_reschedule:
-        next_run = reschedule_current_run(
-            start_wall, extra_tags=[f"{DEADLINE_TAG}{finish_by.isoformat()}", f"{HOLDS_TAG}{holds + 1}"]
-        )
-        reason = (
-            f"waiting {timedelta(seconds=round(wait))} for the window at {plan.start.isoformat()} "
-            f"({plan.reason}); flow run {next_run.id} scheduled for {start_wall.isoformat()}"
-        )
-        result = WindowOutcome(
-            action="rescheduled",
-            zone=zone,
-            reason=reason,
-            deadline=finish_by,
-            fallback=plan.fallback,
-            next_flow_run_id=str(next_run.id),
-            scheduled_for=start_wall,
-            replans=holds,  # a woken run holding again re-plans once more
-            **planned,
-        )
-        log.info("carbon window %s: %s", zone, reason)
-        events.emit_carbon_event(events.RUN_RESCHEDULED, zone, result.to_dict())
-        return result
+        tags = [f"{DEADLINE_TAG}{finish_by.isoformat()}", f"{HOLDS_TAG}{hold_key}:{holds + 1}"]
+        return _rescheduled(zone, plan, planned, finish_by, start_wall, wait, tags, replans=holds)
     if wait > in_process_limit.total_seconds():
         log.info(
             "no deployment to reschedule: waiting %.0f s in process for %s", wait, plan.start.isoformat()
@@ -243,8 +241,41 @@ def await_low_carbon(
         log.info("waiting %.1f s in process for the window at %s", wait, plan.start.isoformat())
     sleep(wait)
     return outcome(
-        f"window reached after waiting {wait:.1f} s: {plan.reason}", waited_seconds=wait, **planned
+        f"window reached after waiting {wait:.1f} s: {plan.reason}", held=True, waited_seconds=wait, **planned
     )
+
+
+def _rescheduled(
+    zone: str,
+    plan: Plan,
+    planned: dict[str, Any],
+    finish_by: pd.Timestamp,
+    start_wall: pd.Timestamp,
+    wait: float,
+    tags: list[str],
+    *,
+    replans: int,
+) -> WindowOutcome:
+    """Schedule this deployment's next run at the window (carrying the deadline and hold count as tags)."""
+    next_run = reschedule_current_run(start_wall, extra_tags=tags)
+    reason = (
+        f"waiting {timedelta(seconds=round(wait))} for the window at {plan.start.isoformat()} "
+        f"({plan.reason}); flow run {next_run.id} scheduled for {start_wall.isoformat()}"
+    )
+    result = WindowOutcome(
+        action="rescheduled",
+        zone=zone,
+        reason=reason,
+        deadline=finish_by,
+        fallback=plan.fallback,
+        next_flow_run_id=str(next_run.id),
+        scheduled_for=start_wall,
+        replans=replans,
+        **planned,
+    )
+    run_logger().info("carbon window %s: %s", zone, reason)
+    events.emit_carbon_event(events.RUN_RESCHEDULED, zone, result.to_dict())
+    return result
 
 
 wait_for_low_carbon = task(name="wait-for-low-carbon", cache_policy=NO_CACHE)(await_low_carbon)
@@ -322,7 +353,12 @@ def _inherited_deadlines() -> list[pd.Timestamp]:
     return [parse_utc(t[len(DEADLINE_TAG) :], "deadline tag") for t in tags if t.startswith(DEADLINE_TAG)]
 
 
-def _inherited_holds() -> int:
-    """How many holds rescheduled the runs before this one (tags carry over, so the largest count)."""
-    counts = [t[len(HOLDS_TAG) :] for t in _run_tags() if t.startswith(HOLDS_TAG)]
-    return max((int(c) for c in counts if c.isdigit()), default=0)
+def _inherited_holds(key: str) -> int:
+    """How many times this wait (`key`: zone and duration) rescheduled the runs before this one.
+
+    Tags carry over to each rescheduled run, so the largest count is the latest; another wait in the same
+    flow counts under its own key.
+    """
+    prefix = f"{HOLDS_TAG}{key}:"
+    counts = [t[len(prefix) :] for t in _run_tags() if t.startswith(prefix)]
+    return max((int(c) for c in counts if c.isdecimal()), default=0)

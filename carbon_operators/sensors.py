@@ -49,8 +49,8 @@ class CarbonIntensitySensor(BaseSensorOperator):
     :param carbon_conn_id: the `carbon_intensity` connection naming the source and its key; default: recorded
         traces (offline).
     :param deadline: when waiting ends (aware ISO or datetime, grid time); default: the run's data interval
-        end plus `deadline_allowance`.
-    :param deadline_allowance: how long after the data interval end waiting may last (default 12 h).
+        end (else its run-after time, else now) plus `deadline_allowance`.
+    :param deadline_allowance: how long after that the waiting may last (default 12 h).
     :param on_deadline: at the deadline, 'run' succeeds (the stage runs, late carbon-wise but on time), 'fail'
         fails and 'skip' skips.
     :param on_outage: without carbon data, 'open' succeeds (logged, reported) and 'closed' fails.

@@ -95,10 +95,10 @@ class CarbonAwareTrainingOperator(BaseOperator):
         pauses, stops and the end); a lost worker costs at most this much training.
     :param checkpoint_every_steps: also checkpoint every this many steps.
     :param deadline: finish-by time (aware ISO or datetime, grid time); default: the run's data interval end
-        plus `deadline_allowance`. Whatever the strategy says, training (re)starts by the deadline minus an upper
+        (else its run-after time, else now) plus `deadline_allowance`. Whatever the strategy says, training (re)starts by the deadline minus an upper
         estimate of the remaining work minus `resume_overhead`; once that guard says run, it never pauses
         again. A run that starts after its deadline (a late rerun) trains at once, with a warning.
-    :param deadline_allowance: how long after the data interval end training must finish (default 12 h).
+    :param deadline_allowance: how long after that training must finish (default 12 h).
     :param decision_refresh_seconds: grid seconds a strategy decision is reused for (default 30).
     :param pue: the data centre's power usage effectiveness, in [1, 5] (default 1): measured energy times this.
     :param expected_duration: how long the whole training runs ('3h'), for a data loader without `len()`
@@ -224,7 +224,7 @@ class CarbonAwareTrainingOperator(BaseOperator):
     def _guard(self, target: CarbonTarget) -> DeadlineGuard:
         """The deadline guard, its resume margin turned into grid time (it is wall time the scheduler spends)."""
         with failing_bad_input(self.task_id):
-            overhead = parse_duration(self.resume_overhead, "resume_overhead")
+            overhead = parse_duration(self.resume_overhead, "resume_overhead", zero_ok=True)
         return DeadlineGuard(target.deadline, resume_overhead=target.clock.grid_duration(overhead))
 
     def _check_source(self, target: CarbonTarget) -> None:

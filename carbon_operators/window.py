@@ -50,8 +50,8 @@ class CarbonWindowOperator(BaseOperator):
     :param carbon_conn_id: the `carbon_intensity` connection naming the source and its key; default: recorded
         traces (offline).
     :param deadline: finish-by time of the held stage (aware ISO or datetime, grid time); default: the run's
-        data interval end plus `deadline_allowance`.
-    :param deadline_allowance: how long after the data interval end the stage must finish (default 12 h).
+        data interval end (else its run-after time, else now) plus `deadline_allowance`.
+    :param deadline_allowance: how long after that the stage must finish (default 12 h).
     :param earliest_start: no window starts before this (aware ISO or datetime).
     :param min_savings: the least expected saving, in percent against running now, worth a hold (default 1,
         see `carbon_sensors.worth`); a smaller one runs at once and says so. On wake, the hold waits again
@@ -60,7 +60,8 @@ class CarbonWindowOperator(BaseOperator):
         task runs at the window it woke at.
     :param on_outage: without carbon data, 'open' releases at once (reported as an outage) and 'closed' fails.
     :param resume_overhead: wall time from the window's start to the held task running (triggerer, scheduler,
-        worker pick-up; default 2 min); the window is planned to end this much before the deadline.
+        worker pick-up; default 2 min, '0s' for none); the window is planned to end this much before the
+        deadline, or as early as the work allows when the slack is shorter.
     """
 
     template_fields: Sequence[str] = ("zone", "duration", "deadline", "earliest_start", "carbon_conn_id")
@@ -100,14 +101,16 @@ class CarbonWindowOperator(BaseOperator):
             check_min_savings(self.min_savings)
             check_max_replans(self.max_replans)
             target = resolve_target(context, self)
-            parse_duration(self.resume_overhead, "resume_overhead")
+            parse_duration(self.resume_overhead, "resume_overhead", zero_ok=True)
             return target, parse_duration(self.duration, "duration")
 
     def _plan(self, target: CarbonTarget, duration: timedelta) -> Plan | None:
         """The best window from now; None (after the outage policy) when no forecast can be had."""
         now = target.clock.now()
         earliest = parse_utc(self.earliest_start, "earliest_start") if self.earliest_start else None
-        margin = target.clock.grid_duration(parse_duration(self.resume_overhead, "resume_overhead"))
+        margin = target.clock.grid_duration(
+            parse_duration(self.resume_overhead, "resume_overhead", zero_ok=True)
+        )
         finish_by = plan_by(target.deadline, now, duration, margin)
         with failing_bad_input(self.task_id):
             try:

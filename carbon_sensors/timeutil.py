@@ -49,10 +49,11 @@ def parse_utc(text: str | datetime, name: str = "datetime") -> pd.Timestamp:
     return moment
 
 
-def parse_duration(text: str | timedelta, name: str = "duration") -> timedelta:
+def parse_duration(text: str | timedelta, name: str = "duration", *, zero_ok: bool = False) -> timedelta:
     """Parse '90s', '15min', '3h', '1.5d', ISO 8601 ('PT15M'), or pass a timedelta through.
 
-    It must be positive and at most MAX_DURATION; a bare number is refused, since its unit would be a guess.
+    It must be positive (or zero, with `zero_ok`: a margin such as `resume_overhead`) and at most MAX_DURATION;
+    a bare number is refused, since its unit would be a guess ('0' too: write '0s').
     """
     if isinstance(text, timedelta):
         seconds = text.total_seconds()
@@ -65,8 +66,9 @@ def parse_duration(text: str | timedelta, name: str = "duration") -> timedelta:
         raise InvalidInputError(f"{name}={short_repr(text)} is not a duration; expected e.g. '15min'")
     else:
         seconds = _duration_seconds(text, name)
-    if seconds <= 0:
-        raise InvalidInputError(f"{name}={short_repr(text)} must be longer than zero")
+    if seconds < 0 or (seconds == 0 and not zero_ok):
+        least = "zero or more" if zero_ok else "longer than zero"
+        raise InvalidInputError(f"{name}={short_repr(text)} must be {least}")
     if seconds > MAX_DURATION.total_seconds():
         raise InvalidInputError(
             f"{name}={short_repr(text)} is longer than {MAX_DURATION.days} days; "

@@ -6,8 +6,9 @@ by default: the savings backtest (real NESO forecast issues, and 14 zones histor
 `benchmarks/backtest.py`) loses the more of the oracle's savings the higher the floor, even with real
 forecast errors: shipped policy 0.80 / 0.79 / 0.75 on NESO issues at 0 / 1 / 5%, 0.84 / 0.83 / 0.69 on the
 14 zones, where clean low-variance grids (FR, SE) rarely promise 5% and gave up all their savings. The floor
-decides a job's first hold only (`ForecastWindowStrategy`, the window hold, the Prefect wait); raise it
-(e.g. 5) where waiting itself is costly. Set 0 to hold for any saving.
+decides whether a job is held at all (`ForecastWindowStrategy`, the window hold, the Prefect wait), not each
+hourly re-plan of a held training job; raise it (e.g. 5) where waiting itself is costly. Set 0 to hold for
+any saving.
 
 A hold woken at its window re-plans, and holds again only for a later window that saves `min_savings`; at most
 `max_replans` times, so a forecast that keeps moving the low later cannot walk a job to its deadline in steps.

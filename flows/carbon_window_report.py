@@ -21,7 +21,13 @@ from carbon_flows.wait import PREFECT_RESUME_OVERHEAD, wait_for_low_carbon
 
 @task
 def daily_intensity_summary(zone: str, source: str, days: int = 7) -> pd.DataFrame:
-    """The batch work: daily mean/min/max grid intensity of the past `days` days (a small pandas job)."""
+    """The batch work: daily mean/min/max grid intensity of the past `days` days (a small pandas job).
+
+    Args:
+        zone: the grid zone (e.g. "DE").
+        source: where the carbon data comes from ("trace": recorded real data, offline).
+        days: how many days back to summarise (default 7).
+    """
     intensity_source = resolve_source(source)
     now = clock_of(intensity_source).now()
     values = intensity_source.history(zone, now - timedelta(days=days), now).values

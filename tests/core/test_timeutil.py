@@ -49,6 +49,12 @@ def test_bad_durations_are_typed_errors(value: object, message: str) -> None:
         parse_duration(value)  # type: ignore[arg-type]
 
 
+def test_a_margin_may_be_zero_but_not_negative() -> None:
+    assert parse_duration("0s", "resume_overhead", zero_ok=True) == timedelta(0)
+    with pytest.raises(InvalidInputError, match=r"resume_overhead='PT-1M' must be zero or more"):
+        parse_duration("PT-1M", "resume_overhead", zero_ok=True)
+
+
 def test_times_with_a_zone_are_utc() -> None:
     assert parse_utc("2023-06-01T02:00+02:00") == pd.Timestamp("2023-06-01T00:00Z")
     assert parse_utc(datetime(2023, 6, 1, tzinfo=UTC), "deadline") == pd.Timestamp("2023-06-01T00:00Z")

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from lightning_models import GridClock, job, parameters, seed_everything, session, strategy
+from lightning_models import job, seed_everything
+from replayed_grid import GridClock, parameters, session, strategy
 
 
 def main(folder: str, checkpoint: str, wake: str, out: str) -> None:

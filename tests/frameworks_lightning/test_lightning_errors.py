@@ -7,7 +7,8 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 from lightning.pytorch.callbacks import Callback
-from lightning_models import GridClock, Regressor, job, loader, session
+from lightning_models import Regressor, job, loader
+from replayed_grid import GridClock, session
 
 from carbon_sensors.errors import CheckpointError, InvalidInputError
 from carbon_sensors.integrations.lightning import LightningJob

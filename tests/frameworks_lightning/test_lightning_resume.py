@@ -4,6 +4,7 @@ and the same parameters, bitwise, as an uninterrupted fit; the energy adds up ov
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,19 +12,8 @@ from typing import Any
 
 import pytest
 import torch
-from lightning_models import (
-    BATCHES,
-    START,
-    STEP,
-    GridClock,
-    job,
-    parameters,
-    ram_watts,
-    seed_everything,
-    session,
-    strategy,
-    wake_time,
-)
+from lightning_models import BATCHES, job, ram_watts, seed_everything
+from replayed_grid import START, STEP, GridClock, parameters, session, strategy, wake_time
 
 from carbon_sensors.emissions import JOULES_PER_KWH, read_jsonl
 from carbon_sensors.training.checkpoint import LATEST
@@ -102,6 +92,7 @@ def test_a_resume_in_a_fresh_process_ends_bitwise_equal(tmp_path: Path) -> None:
         [sys.executable, str(HERE / "lightning_child.py"), str(folder), str(second.checkpoint_path),
          wake.isoformat(), str(out)],
         cwd=HERE, capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "PYTHONPATH": str(HERE.parent)},  # the child imports replayed_grid from tests/
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     child: dict[str, Any] = torch.load(out, weights_only=True)

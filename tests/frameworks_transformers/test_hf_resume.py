@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from hf_models import BATCHES, EPOCHS, START, STEP, GridClock, job, parameters, session, strategy, wake_time
+from hf_models import BATCHES, EPOCHS, job
+from replayed_grid import START, STEP, GridClock, parameters, session, strategy, wake_time
 
 from carbon_sensors.emissions import JOULES_PER_KWH, read_jsonl
 from carbon_sensors.errors import CheckpointError, InvalidInputError

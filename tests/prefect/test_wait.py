@@ -98,10 +98,7 @@ def test_threshold_lets_a_green_enough_grid_run_now() -> None:
 @flow
 def hold_replayed(trace_start: str, speed: float) -> tuple[WindowOutcome, TraceProvider]:
     source = replayed(pd.Timestamp(trace_start), speed)  # the replay starts inside the flow, not before it
-    # at this speed a wall second is hours of grid time: a margin that small, or the low no longer fits
-    outcome = wait_for_low_carbon(
-        "DE", duration="1h", deadline=DEADLINE, source=source, resume_overhead=timedelta(milliseconds=1)
-    )
+    outcome = wait_for_low_carbon("DE", duration="1h", deadline=DEADLINE, source=source)
     assert isinstance(outcome, WindowOutcome)
     return outcome, source
 
@@ -170,7 +167,7 @@ def test_dirty_grid_in_a_deployment_reschedules_at_the_window(
     assert scheduled.expected_start_time is not None
     assert abs(pd.Timestamp(scheduled.expected_start_time) - expected) < pd.Timedelta(seconds=3)
     assert f"{DEADLINE_TAG}{pd.Timestamp(DEADLINE).isoformat()}" in scheduled.tags
-    assert f"{HOLDS_TAG}1" in scheduled.tags  # the woken run knows it was held once
+    assert f"{HOLDS_TAG}DE/3600s:1" in scheduled.tags  # the woken run knows this wait held once
     assert str(scheduled.id) in (state.message or "")
     (rescheduled,) = [e for e in emitted_events() if e.event == events.RUN_RESCHEDULED]
     assert rescheduled.payload["next_flow_run_id"] == str(scheduled.id)
@@ -253,38 +250,79 @@ def test_a_window_saving_less_than_min_savings_runs_now_and_says_why() -> None:
         await_low_carbon("DE", deadline=DEADLINE, source=replayed(DIRTY), min_savings=-5)
 
 
+@flow
+def woken(
+    max_replans: int,
+    resume_overhead: str = "30s",
+    start: str = DIRTY.isoformat(),
+    duration: str = "1h",
+    deadline: str = DEADLINE,
+) -> dict[str, Any]:
+    outcome = wait_for_low_carbon(
+        "DE", duration=duration, deadline=deadline, source=replayed(pd.Timestamp(start)), min_savings=0,
+        max_in_process_wait="1s", max_replans=max_replans, resume_overhead=resume_overhead,
+    )  # fmt: skip
+    return outcome.to_dict()
+
+
+def run_woken(tags: list[str], **parameters: Any) -> tuple[dict[str, Any], list[str]]:
+    """A run of the `woken` deployment with `tags` (as a rescheduled run has them): its outcome, and the tags
+    of the run it scheduled (empty if none)."""
+    deployment_id = deploy(woken, "carbon-wait-woken")
+    with get_client(sync_client=True) as client:
+        flow_run = client.create_flow_run_from_deployment(deployment_id, parameters=parameters, tags=tags)
+        result = run_flow(woken, flow_run=flow_run, parameters=parameters)
+        assert isinstance(result, dict)
+        scheduled = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[deployment_id]))
+        )
+        later = [r for r in scheduled if r.id != flow_run.id and str(r.id) == result["next_flow_run_id"]]
+    return result, (later[0].tags if later else [])
+
+
 def test_a_run_woken_after_max_replans_holds_no_more() -> None:
     """A run rescheduled for its window re-plans there, as the Airflow window does, and as there at most
-    `max_replans` times: the count travels in the runs' tags."""
+    `max_replans` times: the count travels in the runs' tags, one count per wait (zone and duration)."""
+    other_wait = f"{HOLDS_TAG}DE/7200s:5"  # another wait in the same flow: not this one's count
+    spent, _ = run_woken([f"{HOLDS_TAG}DE/3600s:2", other_wait], max_replans=1)
+    assert spent["action"] == "run" and spent["plan"] is None and spent["replans"] == 1
+    assert "woken at the window after 1 re-plan(s), max_replans=1: running now" in spent["reason"]
+    assert spent["window_start"] is not None and spent["window_end"] is not None  # the window it woke at
+    left, tags = run_woken([f"{HOLDS_TAG}DE/3600s:1", other_wait], max_replans=1)
+    assert left["action"] == "rescheduled" and left["replans"] == 1  # 05:00 is far from the 11:00 low
+    assert f"{HOLDS_TAG}DE/3600s:2" in tags  # the next run knows the one re-plan is spent
+    with pytest.raises(InvalidInputError, match=r"max_replans=-1 is not valid"):
+        await_low_carbon("DE", deadline=DEADLINE, source=replayed(DIRTY), max_replans=-1)
+
+
+def test_a_wait_that_cannot_reschedule_counts_no_holds() -> None:
+    """In-process waits (no deployment, or inside a task) are not part of a rescheduled chain: a hold count in
+    the run's tags, from some other wait, does not stop them planning."""
     sleeps = Sleeps()
     options = {
         "duration": "1h",
         "deadline": DEADLINE,
         "source": replayed(DIRTY),
-        "max_replans": 1,
+        "max_replans": 0,
         "sleep": sleeps,
     }
-    with tags(f"{HOLDS_TAG}2"):  # held at submission, then once more when woken: the one re-plan is spent
-        spent = hold(options)
-    assert spent.action == "run" and sleeps.seconds == [] and spent.plan is None
-    assert "woken at the window after 1 re-plan(s), max_replans=1: running now" in spent.reason
-    assert spent.replans == 1 and spent.to_dict()["replans"] == 1  # named as in the Airflow window's XCom
-    with tags(f"{HOLDS_TAG}1"):  # woken once: one re-plan left, and 05:00 is far from the 11:00 low
-        left = hold(options)
-    assert left.action == "run" and left.window_start == WINDOW and len(sleeps.seconds) == 1
-    assert left.replans == 0
-    with pytest.raises(InvalidInputError, match=r"max_replans=-1 is not valid"):
-        await_low_carbon("DE", deadline=DEADLINE, source=replayed(DIRTY), max_replans=-1)
+    with tags(f"{HOLDS_TAG}DE/3600s:4"):
+        outcome = hold(options)
+    assert outcome.action == "run" and outcome.window_start == WINDOW and len(sleeps.seconds) == 1
+    assert outcome.replans == 0
 
 
 @pytest.mark.parametrize(
     ("overhead", "latest_end"), [("1s", "2023-06-02T12:59:59Z"), ("1h", "2023-06-02T12:00Z")]
 )
-def test_the_window_ends_resume_overhead_before_the_deadline(overhead: str, latest_end: str) -> None:
+def test_a_rescheduled_window_ends_resume_overhead_before_the_deadline(
+    overhead: str, latest_end: str
+) -> None:
     """A rescheduled run starts late by its worker's poll and flow load: planned to end at the deadline, the
     work would finish after it. DE's low on 2023-06-02 is 11:00-13:00, as on the Airflow window's test."""
-    outcome = hold(
-        {"duration": "2h", "deadline": "2023-06-02T13:00Z", "min_savings": 0, "resume_overhead": overhead,
-         "source": replayed(pd.Timestamp("2023-06-02T09:00Z")), "sleep": Sleeps()}
+    outcome, _ = run_woken(
+        [], max_replans=3, resume_overhead=overhead, start="2023-06-02T09:00Z", duration="2h",
+        deadline="2023-06-02T13:00Z",
     )  # fmt: skip
-    assert outcome.window_end == pd.Timestamp(latest_end)
+    assert outcome["action"] == "rescheduled"
+    assert pd.Timestamp(outcome["window_end"]) == pd.Timestamp(latest_end)
