@@ -116,6 +116,7 @@ def await_low_carbon(
     duration: str | timedelta = "1h",
     deadline: datetime | str | None = None,
     within: str | timedelta | None = None,
+    earliest_start: datetime | str | None = None,
     source: SourceSpec = "trace",
     max_intensity: float | None = None,
     max_in_process_wait: str | timedelta = "5min",
@@ -134,6 +135,8 @@ def await_low_carbon(
         deadline: finish-by time (aware datetime or ISO string, grid time); a run rescheduled by an earlier
             wait keeps that wait's deadline. A deadline already past runs at once, logged as a late run.
         within: the deadline as a span from now instead (default 24 h); not both.
+        earliest_start: no window starts before this (aware datetime or ISO string, grid time), as on the
+            Airflow window; the work must still fit between it and the deadline, or it is an error.
         source: where the carbon data comes from: "trace" (recorded, the offline default, "trace:<dataset>"
             for another), a provider name configured from the environment ("uk", "electricitymaps", "watttime"),
             a credentials block ("watttime-credentials/<name>") or an `IntensitySource`.
@@ -173,6 +176,7 @@ def await_low_carbon(
     holds = _inherited_holds(hold_key) if can_reschedule else 0
     overhead = parse_duration(resume_overhead, "resume_overhead", zero_ok=True)
     margin = clock.grid_duration(overhead) if can_reschedule else timedelta(0)
+    first = max(now, parse_utc(earliest_start, "earliest_start")) if earliest_start else now
 
     def outcome(reason: str, *, held: bool = False, **facts: Any) -> WindowOutcome:
         replans = holds if held else max(0, holds - 1)  # a woken run that holds again re-plans once more
@@ -210,7 +214,7 @@ def await_low_carbon(
                 )
         forecast = assemble_forecast(intensity_source, zone, now, finish_by - now)
         plan = plan_window(
-            forecast, duration=work, deadline=plan_by(finish_by, now, work, margin), earliest_start=now
+            forecast, duration=work, deadline=plan_by(finish_by, now, work, margin), earliest_start=first
         )
     except CarbonAwareError as exc:
         if isinstance(exc, BAD_SETUP) or on_outage == "closed":

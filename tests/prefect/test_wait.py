@@ -326,3 +326,14 @@ def test_a_rescheduled_window_ends_resume_overhead_before_the_deadline(
     )  # fmt: skip
     assert outcome["action"] == "rescheduled"
     assert pd.Timestamp(outcome["window_end"]) == pd.Timestamp(latest_end)
+
+
+def test_no_window_starts_before_earliest_start() -> None:
+    """DE's low is 11:00-12:00 on 2023-06-02; a wait told not to start before 12:00 waits for 12:00 or later."""
+    sleeps = Sleeps()
+    later = hold({"duration": "1h", "deadline": DEADLINE, "earliest_start": "2023-06-02T12:00Z",
+                  "source": replayed(DIRTY), "min_savings": 0, "sleep": sleeps})  # fmt: skip
+    assert later.action == "run" and later.window_start is not None and len(sleeps.seconds) == 1
+    assert pd.Timestamp("2023-06-02T12:00Z") <= later.window_start <= pd.Timestamp("2023-06-02T15:00Z")
+    with pytest.raises(InvalidInputError, match="no time zone"):
+        await_low_carbon("DE", deadline=DEADLINE, earliest_start="2023-06-02T12:00", source=replayed(DIRTY))
