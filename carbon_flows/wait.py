@@ -43,9 +43,8 @@ from carbon_sensors.worth import (
 )
 
 DEADLINE_TAG = "carbon-aware:deadline:"
-HOLDS_TAG = (
-    "carbon-aware:holds:"  # + "<zone>/<duration>s:<n>": how often that wait rescheduled the runs before
-)
+# + "<zone>/<duration>s:<n>": how many times that wait rescheduled the runs before this one
+HOLDS_TAG = "carbon-aware:holds:"
 OnOutage = Literal["open", "closed"]  # the outage option of every operator and flow
 # A planned start this close to now is now: the planner works in float nanoseconds, so a plan that starts
 # "now" can come back a few hundred nanoseconds later, and a wait that short is not a wait.
@@ -197,7 +196,8 @@ def await_low_carbon(
             window_start=now,
             window_end=now + work,
         )
-    if now + work > finish_by - margin:
+    plan_end = plan_by(finish_by, now, work, margin)
+    if plan_end > finish_by - margin:  # plan_by's floor: the work no longer fits before the margin
         log.warning(
             "resume_overhead=%s is %s of grid time: a run rescheduled for a later window would finish after "
             "the deadline %s, so only a window starting now fits",
@@ -213,9 +213,7 @@ def await_low_carbon(
                     intensity_now=intensity_now,
                 )
         forecast = assemble_forecast(intensity_source, zone, now, finish_by - now)
-        plan = plan_window(
-            forecast, duration=work, deadline=plan_by(finish_by, now, work, margin), earliest_start=first
-        )
+        plan = plan_window(forecast, duration=work, deadline=plan_end, earliest_start=first)
     except CarbonAwareError as exc:
         if isinstance(exc, BAD_SETUP) or on_outage == "closed":
             raise
