@@ -46,6 +46,7 @@ from carbon_flows.wait import (
     wait_for_low_carbon,
 )
 from carbon_sensors import strategies
+from carbon_sensors.deadline import resume_margin, upper_work
 from carbon_sensors.decision import Strategy
 from carbon_sensors.emissions import read_jsonl, report_summary
 from carbon_sensors.errors import CarbonAwareError, InvalidInputError
@@ -342,7 +343,7 @@ def train_carbon_aware(
         if isinstance(strategy, str)
         else strategy
     )
-    overhead = clock.grid_duration(parse_duration(resume_overhead, "resume_overhead", zero_ok=True))
+    overhead = resume_margin(resume_overhead, clock)
     work = None if expected_duration is None else parse_duration(expected_duration, "expected_duration")
     check_source(intensity_source, zone)
     if paused_since is not None and chosen is not None and hasattr(chosen, "paused_since"):
@@ -504,7 +505,8 @@ def carbon_aware_training(
         deadline: finish-by time (aware ISO string, grid time); wins over `within`.
         within: the deadline as a span from the first run's start ('24h').
         expected_duration: how long the training runs ('3h'): on a fresh start, first wait for the greenest
-            window that long; it also sizes a job whose data loader has no len().
+            window that long (planned at the deadline guard's upper estimate, 1.1x, so a run slower than
+            expected still finishes in time); it also sizes a job whose data loader has no len().
         resume_from: a checkpoint to resume from (set by a rescheduled run).
         paused_since: when the pause began (set by a rescheduled run).
         max_in_process_pause: a wait or pause up to this long happens in-process ('5min'); a longer one
@@ -536,7 +538,8 @@ def carbon_aware_training(
     if resume_from is None and expected_duration is not None:
         window = wait_for_low_carbon(
             zone,
-            duration=expected_duration,
+            # the guard's upper estimate, so the window starts before the guard's latest start
+            duration=upper_work(parse_duration(expected_duration, "expected_duration")),
             deadline=deadline,
             within=None if deadline else within,
             source=source,

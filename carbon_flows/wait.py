@@ -29,7 +29,7 @@ from prefect.exceptions import MissingContextError
 from carbon_flows import events
 from carbon_flows.rescheduling import current_deployment_run, reschedule_current_run, rescheduled_state
 from carbon_flows.sources import SourceSpec, clock_of, resolve_source
-from carbon_sensors.deadline import late_run, plan_by
+from carbon_sensors.deadline import late_run, plan_by, resume_margin
 from carbon_sensors.errors import AuthenticationError, CarbonAwareError, InvalidInputError, UnknownZoneError
 from carbon_sensors.forecast.combine import assemble_forecast
 from carbon_sensors.planner import Plan, plan_window
@@ -173,8 +173,8 @@ def await_low_carbon(
     can_reschedule = reschedule and current_deployment_run() is not None
     hold_key = f"{zone}/{int(work.total_seconds())}s"
     holds = _inherited_holds(hold_key) if can_reschedule else 0
-    overhead = parse_duration(resume_overhead, "resume_overhead", zero_ok=True)
-    margin = clock.grid_duration(overhead) if can_reschedule else timedelta(0)
+    overhead = resume_margin(resume_overhead, clock)  # checked even where no reschedule can happen
+    margin = overhead if can_reschedule else timedelta(0)
     first = max(now, parse_utc(earliest_start, "earliest_start")) if earliest_start else now
 
     def outcome(reason: str, *, held: bool = False, **facts: Any) -> WindowOutcome:

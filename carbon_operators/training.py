@@ -22,7 +22,12 @@ from carbon_operators.storage import CheckpointStore
 from carbon_operators.target import CarbonTarget, resolve_target
 from carbon_operators.triggers import ResumeAtTrigger, adopt_replay_of
 from carbon_sensors import strategies
-from carbon_sensors.deadline import ORCHESTRATOR_RESUME_OVERHEAD, DeadlineGuard, WorkEstimate
+from carbon_sensors.deadline import (
+    ORCHESTRATOR_RESUME_OVERHEAD,
+    DeadlineGuard,
+    WorkEstimate,
+    resume_margin,
+)
 from carbon_sensors.decision import Action, Strategy
 from carbon_sensors.emissions import report_summary
 from carbon_sensors.errors import CarbonAwareError, InvalidInputError
@@ -224,8 +229,8 @@ class CarbonAwareTrainingOperator(BaseOperator):
     def _guard(self, target: CarbonTarget) -> DeadlineGuard:
         """The deadline guard, its resume margin turned into grid time (it is wall time the scheduler spends)."""
         with failing_bad_input(self.task_id):
-            overhead = parse_duration(self.resume_overhead, "resume_overhead", zero_ok=True)
-        return DeadlineGuard(target.deadline, resume_overhead=target.clock.grid_duration(overhead))
+            margin = resume_margin(self.resume_overhead, target.clock)
+        return DeadlineGuard(target.deadline, resume_overhead=margin)
 
     def _check_source(self, target: CarbonTarget) -> None:
         """An unknown zone or a refused key fails here, not mid-run; an outage is left to the strategy."""

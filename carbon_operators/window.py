@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from airflow.sdk import BaseOperator, Context, XComArg
 
@@ -24,7 +24,7 @@ from carbon_operators.policy import (
 )
 from carbon_operators.target import CarbonTarget, resolve_target
 from carbon_operators.triggers import ResumeAtTrigger, adopt_replay_of
-from carbon_sensors.deadline import ORCHESTRATOR_RESUME_OVERHEAD, late_run, plan_by
+from carbon_sensors.deadline import ORCHESTRATOR_RESUME_OVERHEAD, late_run, plan_by, resume_margin
 from carbon_sensors.errors import CarbonAwareError, InvalidInputError
 from carbon_sensors.forecast.combine import assemble_forecast
 from carbon_sensors.planner import Plan, plan_window, plan_zones
@@ -36,6 +36,14 @@ from carbon_sensors.worth import (
     check_min_savings,
     not_worth_holding,
 )
+
+
+class _Setting(NamedTuple):
+    """What a run of the window works with, checked once: the target, the work's length, the wake-up margin."""
+
+    target: CarbonTarget
+    duration: timedelta
+    margin: timedelta  # resume_overhead as grid time
 
 
 class CarbonWindowOperator(BaseOperator):
@@ -95,23 +103,21 @@ class CarbonWindowOperator(BaseOperator):
         self.on_outage = on_outage
         self.resume_overhead = resume_overhead
 
-    def _setting(self, context: Context) -> tuple[CarbonTarget, timedelta]:
+    def _setting(self, context: Context) -> _Setting:
         with failing_bad_input(self.task_id):
             parse_choice(OnOutage, self.on_outage, "on_outage")
             check_min_savings(self.min_savings)
             check_max_replans(self.max_replans)
             target = resolve_target(context, self)
-            parse_duration(self.resume_overhead, "resume_overhead", zero_ok=True)
-            return target, parse_duration(self.duration, "duration")
+            margin = resume_margin(self.resume_overhead, target.clock)
+            return _Setting(target, parse_duration(self.duration, "duration"), margin)
 
-    def _plan(self, target: CarbonTarget, duration: timedelta) -> Plan | None:
+    def _plan(self, setting: _Setting) -> Plan | None:
         """The best window from now; None (after the outage policy) when no forecast can be had."""
+        target, duration = setting.target, setting.duration
         now = target.clock.now()
         earliest = parse_utc(self.earliest_start, "earliest_start") if self.earliest_start else None
-        margin = target.clock.grid_duration(
-            parse_duration(self.resume_overhead, "resume_overhead", zero_ok=True)
-        )
-        finish_by = plan_by(target.deadline, now, duration, margin)
+        finish_by = plan_by(target.deadline, now, duration, setting.margin)
         with failing_bad_input(self.task_id):
             try:
                 forecasts = {
@@ -133,22 +139,24 @@ class CarbonWindowOperator(BaseOperator):
             return plan_zones(forecasts, duration=duration, deadline=finish_by, earliest_start=earliest)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        target, duration = self._setting(context)
-        late = late_run(target.deadline, target.clock.now(), duration, self.log)
+        setting = self._setting(context)
+        target = setting.target
+        late = late_run(target.deadline, target.clock.now(), setting.duration, self.log)
         if late is not None:
             return self._released(target, {"zone": target.zone, "fallback": True, "reason": late}, replans=0)
-        return self._hold_or_release(target, self._plan(target, duration), replans=0)
+        return self._hold_or_release(target, self._plan(setting), replans=0)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Woken at the window start: re-plan; hold again only if the forecast moved to a clearly better time."""
         adopt_replay_of(event)  # the deferring process's replay clock, not a fresh one
         state = (event or {}).get("state") or {}
         plan, replans = state.get("plan"), int(state.get("replans", 0))
-        target, duration = self._setting(context)
+        setting = self._setting(context)
+        target = setting.target
         now = target.clock.now()
-        if now + duration > target.deadline or replans >= self.max_replans:
+        if now + setting.duration > target.deadline or replans >= self.max_replans:
             return self._released(target, plan, replans)
-        fresh = self._plan(target, duration)
+        fresh = self._plan(setting)
         if fresh is not None and fresh.start > now and not_worth_holding(fresh, self.min_savings) is None:
             self.log.info("the forecast moved: %s; holding again", fresh.reason)
             return self._hold_or_release(target, fresh, replans=replans + 1)

@@ -21,14 +21,17 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
 
 from carbon_sensors.decision import Action, Decision, Strategy
 from carbon_sensors.errors import InvalidInputError
-from carbon_sensors.timeutil import parse_utc
+from carbon_sensors.timeutil import parse_duration, parse_utc
+
+if TYPE_CHECKING:
+    from carbon_sensors.replay import GridClock
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +157,7 @@ def estimate_work(
         rest = expected_duration - worked
         if rest > timedelta(0):
             return WorkEstimate(
-                rest, rest * UPPER_FACTOR, f"expected_duration={expected_duration}, {worked} done"
+                rest, upper_work(rest), f"expected_duration={expected_duration}, {worked} done"
             )
         return WorkEstimate.unknown(
             f"the job ran {worked}, longer than its expected_duration={expected_duration}"
@@ -164,6 +167,18 @@ def estimate_work(
             "the data loader has no len(), and neither max_steps nor expected_duration is set"
         )
     return WorkEstimate.unknown("no step has been timed yet")
+
+
+def upper_work(expected: timedelta) -> timedelta:
+    """The guard's upper estimate of work expected to take `expected`; a hold before the work plans for it,
+    so the window it picks still starts before the guard's latest start."""
+    return expected * UPPER_FACTOR
+
+
+def resume_margin(resume_overhead: timedelta | str, clock: GridClock) -> timedelta:
+    """`resume_overhead` (the wall time a scheduled resume takes; '0s' allowed) as grid time on `clock`:
+    the margin every hold and the guard keep before the deadline."""
+    return clock.grid_duration(parse_duration(resume_overhead, "resume_overhead", zero_ok=True))
 
 
 class WarningLog(Protocol):

@@ -33,6 +33,7 @@ from carbon_flows.training import (
     strategy_options_for,
     train_carbon_aware,
 )
+from carbon_flows.wait import WindowOutcome, wait_for_low_carbon
 from carbon_sensors.decision import Decision
 from carbon_sensors.errors import InvalidInputError, UnknownZoneError
 from carbon_sensors.providers.trace import TraceProvider
@@ -238,6 +239,34 @@ def test_bad_job_and_strategy_are_clear_errors(tmp_path: Path) -> None:
         train_carbon_aware.fn("nowhere:factory", zone="DE", checkpoint_dir=str(tmp_path))
     with pytest.raises(InvalidInputError, match="strategy='threshold' needs pause_above"):
         train_carbon_aware.fn(JOB, zone="DE", checkpoint_dir=str(tmp_path), strategy="threshold")
+
+
+def test_opening_wait_plans_the_deadline_guards_upper_estimate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The window waited for before training is 1.1 x expected_duration long and ends by the deadline, as
+    the guard's latest start assumes: a window planned on the bare estimate could start after it."""
+    for name, value in Replay(NIGHT, pd.Timestamp(datetime.now(UTC)), 3600.0).to_env().items():
+        monkeypatch.setenv(name, value)
+    windows: list[WindowOutcome] = []
+
+    def recording_wait(zone: str, **options: Any) -> WindowOutcome:
+        windows.append(wait_for_low_carbon(zone, **options))
+        return windows[-1]
+
+    monkeypatch.setattr("carbon_flows.training.wait_for_low_carbon", recording_wait)
+    deadline = (
+        "2023-06-02T12:00Z"  # the clean morning (from 08:00) is the window; 2 h x 1.1 must end by 12:00
+    )
+    result: dict[str, Any] = carbon_aware_training(  # type: ignore[assignment]
+        job=JOB, zone="DE", checkpoint_dir=str(tmp_path), strategy="none", deadline=deadline,
+        expected_duration="2h", max_in_process_pause="1h",
+    )  # fmt: skip
+    (window,) = windows
+    assert window.window_start is not None and window.window_end is not None, window
+    assert window.window_end - window.window_start == timedelta(hours=2.2)
+    assert window.window_start > NIGHT and window.window_end <= pd.Timestamp(deadline)
+    assert result["status"] == "completed"
 
 
 NIGHT = pd.Timestamp(
