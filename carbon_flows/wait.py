@@ -32,7 +32,7 @@ from carbon_flows.sources import SourceSpec, clock_of, resolve_source
 from carbon_sensors.deadline import late_run, plan_by, resume_margin
 from carbon_sensors.errors import AuthenticationError, CarbonAwareError, InvalidInputError, UnknownZoneError
 from carbon_sensors.forecast.combine import assemble_forecast
-from carbon_sensors.planner import Plan, plan_window
+from carbon_sensors.planner import plan_window
 from carbon_sensors.timeutil import parse_duration, parse_utc, utcnow
 from carbon_sensors.worth import (
     DEFAULT_MAX_REPLANS,
@@ -157,12 +157,7 @@ def await_low_carbon(
         sleep: how an in-process wait sleeps (tests pass a recorder).
     """
     log = run_logger()
-    if on_outage not in ("open", "closed"):
-        raise InvalidInputError(
-            f"on_outage={on_outage!r} is not valid; use 'open' (run now) or 'closed' (fail)"
-        )
-    check_min_savings(min_savings)
-    check_max_replans(max_replans)
+    _check_policy(on_outage, min_savings, max_replans)
     work = parse_duration(duration, "duration")
     in_process_limit = timedelta(0) if max_in_process_wait in (0, "0") else _limit(max_in_process_wait)
     intensity_source = resolve_source(source)
@@ -177,13 +172,21 @@ def await_low_carbon(
     margin = overhead if can_reschedule else timedelta(0)
     first = max(now, parse_utc(earliest_start, "earliest_start")) if earliest_start else now
 
-    def outcome(reason: str, *, held: bool = False, **facts: Any) -> WindowOutcome:
+    def outcome(
+        reason: str, *, held: bool = False, action: Literal["run", "rescheduled"] = "run", **facts: Any
+    ) -> WindowOutcome:
         replans = holds if held else max(0, holds - 1)  # a woken run that holds again re-plans once more
         result = WindowOutcome(
-            action="run", zone=zone, reason=reason, deadline=finish_by, replans=replans, **facts
+            action=action,
+            zone=zone,
+            reason=reason,
+            deadline=finish_by,
+            replans=replans,
+            **facts,
         )
         log.info("carbon window %s: %s", zone, reason)
-        events.emit_carbon_event(events.WINDOW_OPENED, zone, result.to_dict())
+        event = events.RUN_RESCHEDULED if result.rescheduled else events.WINDOW_OPENED
+        events.emit_carbon_event(event, zone, result.to_dict())
         return result
 
     if late := late_run(finish_by, now, work, log):
@@ -234,7 +237,17 @@ def await_low_carbon(
     wait = max(0.0, (start_wall - utcnow()).total_seconds())
     if wait > in_process_limit.total_seconds() and can_reschedule:
         tags = [f"{DEADLINE_TAG}{finish_by.isoformat()}", f"{HOLDS_TAG}{hold_key}:{holds + 1}"]
-        return _rescheduled(zone, plan, planned, finish_by, start_wall, wait, tags, replans=holds)
+        next_run = reschedule_current_run(start_wall, extra_tags=tags)  # carries the deadline and holds
+        return outcome(
+            f"waiting {timedelta(seconds=round(wait))} for the window at {plan.start.isoformat()} "
+            f"({plan.reason}); flow run {next_run.id} scheduled for {start_wall.isoformat()}",
+            held=True,
+            action="rescheduled",
+            fallback=plan.fallback,
+            next_flow_run_id=str(next_run.id),
+            scheduled_for=start_wall,
+            **planned,
+        )
     if wait > in_process_limit.total_seconds():
         log.info(
             "no deployment to reschedule: waiting %.0f s in process for %s", wait, plan.start.isoformat()
@@ -247,37 +260,14 @@ def await_low_carbon(
     )
 
 
-def _rescheduled(
-    zone: str,
-    plan: Plan,
-    planned: dict[str, Any],
-    finish_by: pd.Timestamp,
-    start_wall: pd.Timestamp,
-    wait: float,
-    tags: list[str],
-    *,
-    replans: int,
-) -> WindowOutcome:
-    """Schedule this deployment's next run at the window (carrying the deadline and hold count as tags)."""
-    next_run = reschedule_current_run(start_wall, extra_tags=tags)
-    reason = (
-        f"waiting {timedelta(seconds=round(wait))} for the window at {plan.start.isoformat()} "
-        f"({plan.reason}); flow run {next_run.id} scheduled for {start_wall.isoformat()}"
-    )
-    result = WindowOutcome(
-        action="rescheduled",
-        zone=zone,
-        reason=reason,
-        deadline=finish_by,
-        fallback=plan.fallback,
-        next_flow_run_id=str(next_run.id),
-        scheduled_for=start_wall,
-        replans=replans,
-        **planned,
-    )
-    run_logger().info("carbon window %s: %s", zone, reason)
-    events.emit_carbon_event(events.RUN_RESCHEDULED, zone, result.to_dict())
-    return result
+def _check_policy(on_outage: str, min_savings: float, max_replans: int) -> None:
+    """The wait's policy options, checked before any data is fetched (the Airflow window checks the same)."""
+    if on_outage not in ("open", "closed"):
+        raise InvalidInputError(
+            f"on_outage={on_outage!r} is not valid; use 'open' (run now) or 'closed' (fail)"
+        )
+    check_min_savings(min_savings)
+    check_max_replans(max_replans)
 
 
 wait_for_low_carbon = task(name="wait-for-low-carbon", cache_policy=NO_CACHE)(await_low_carbon)
