@@ -17,6 +17,7 @@ from prefect.client.schemas.objects import State
 from carbon_flows.artifacts import publish_markdown, window_rows
 from carbon_flows.sources import clock_of, resolve_source
 from carbon_flows.wait import PREFECT_RESUME_OVERHEAD, wait_for_low_carbon
+from carbon_sensors.worth import DEFAULT_MAX_REPLANS, DEFAULT_MIN_SAVINGS
 
 
 @task
@@ -42,6 +43,8 @@ def carbon_window_report(
     within: str = "12h",
     source: str = "trace",
     max_in_process_wait: str = "2min",
+    min_savings: float = DEFAULT_MIN_SAVINGS,
+    max_replans: int = DEFAULT_MAX_REPLANS,
     resume_overhead: str = PREFECT_RESUME_OVERHEAD,
 ) -> dict[str, Any] | State[Any]:
     """Wait for the greenest window finishing by the deadline, then summarise the past week's grid.
@@ -53,6 +56,8 @@ def carbon_window_report(
         within: the deadline as a span from the first run's start ('12h').
         source: where the carbon data comes from ("trace": recorded real data, offline).
         max_in_process_wait: a wait up to this long sleeps in-process ('2min'); a longer one reschedules.
+        min_savings: the least expected saving, in percent against running now, worth a hold (default 1).
+        max_replans: how many times a run woken at its window may hold again for a better one (default 3).
         resume_overhead: wall time from a rescheduled run's start to the work (default 30 s), kept as a
             margin before the deadline.
     """
@@ -63,6 +68,8 @@ def carbon_window_report(
         within=None if deadline else within,
         source=source,
         max_in_process_wait=max_in_process_wait,
+        min_savings=min_savings,
+        max_replans=max_replans,
         resume_overhead=resume_overhead,
     )
     if window.rescheduled:
