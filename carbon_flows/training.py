@@ -506,7 +506,8 @@ def carbon_aware_training(
         within: the deadline as a span from the first run's start ('24h').
         expected_duration: how long the training runs ('3h'): on a fresh start, first wait for the greenest
             window that long (planned at the deadline guard's upper estimate, 1.1x, so a run slower than
-            expected still finishes in time); it also sizes a job whose data loader has no len().
+            expected still finishes in time; wall time, as the guard reads it, so under a replay it is that
+            many grid hours times the speed); it also sizes a job whose data loader has no len().
         resume_from: a checkpoint to resume from (set by a rescheduled run).
         paused_since: when the pause began (set by a rescheduled run).
         max_in_process_pause: a wait or pause up to this long happens in-process ('5min'); a longer one
@@ -536,10 +537,11 @@ def carbon_aware_training(
     )
     finish_by = deadline
     if resume_from is None and expected_duration is not None:
+        # the work at the guard's upper estimate, in grid time as the guard counts it (a replay runs faster)
+        upper = upper_work(parse_duration(expected_duration, "expected_duration"))
         window = wait_for_low_carbon(
             zone,
-            # the guard's upper estimate, so the window starts before the guard's latest start
-            duration=upper_work(parse_duration(expected_duration, "expected_duration")),
+            duration=clock_of(resolve_source(source)).grid_duration(upper),
             deadline=deadline,
             within=None if deadline else within,
             source=source,

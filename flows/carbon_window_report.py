@@ -43,9 +43,9 @@ def carbon_window_report(
     within: str = "12h",
     source: str = "trace",
     max_in_process_wait: str = "2min",
+    resume_overhead: str = PREFECT_RESUME_OVERHEAD,
     min_savings: float = DEFAULT_MIN_SAVINGS,
     max_replans: int = DEFAULT_MAX_REPLANS,
-    resume_overhead: str = PREFECT_RESUME_OVERHEAD,
 ) -> dict[str, Any] | State[Any]:
     """Wait for the greenest window finishing by the deadline, then summarise the past week's grid.
 
@@ -56,10 +56,10 @@ def carbon_window_report(
         within: the deadline as a span from the first run's start ('12h').
         source: where the carbon data comes from ("trace": recorded real data, offline).
         max_in_process_wait: a wait up to this long sleeps in-process ('2min'); a longer one reschedules.
-        min_savings: the least expected saving, in percent against running now, worth a hold (default 1).
-        max_replans: how many times a run woken at its window may hold again for a better one (default 3).
         resume_overhead: wall time from a rescheduled run's start to the work (default 30 s), kept as a
             margin before the deadline.
+        min_savings: the least expected saving, in percent against running now, worth a hold (default 1).
+        max_replans: how many times a run woken at its window may hold again for a better one (default 3).
     """
     window = wait_for_low_carbon(
         zone,

@@ -244,8 +244,9 @@ def test_bad_job_and_strategy_are_clear_errors(tmp_path: Path) -> None:
 def test_opening_wait_plans_the_deadline_guards_upper_estimate(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The window waited for before training is 1.1 x expected_duration long and ends by the deadline, as
-    the guard's latest start assumes: a window planned on the bare estimate could start after it."""
+    """The window waited for before training is 1.1 x expected_duration long (wall time, as the guard reads
+    it: at 3600x, 2 s are 2 grid hours) and ends by the deadline, as the guard's latest start assumes: a
+    window planned on the bare estimate could start after it."""
     for name, value in Replay(NIGHT, pd.Timestamp(datetime.now(UTC)), 3600.0).to_env().items():
         monkeypatch.setenv(name, value)
     windows: list[WindowOutcome] = []
@@ -255,12 +256,11 @@ def test_opening_wait_plans_the_deadline_guards_upper_estimate(
         return windows[-1]
 
     monkeypatch.setattr("carbon_flows.training.wait_for_low_carbon", recording_wait)
-    deadline = (
-        "2023-06-02T12:00Z"  # the clean morning (from 08:00) is the window; 2 h x 1.1 must end by 12:00
-    )
+    # the clean morning (from 08:00) holds the window; 2 grid hours x 1.1 must end by 12:00
+    deadline = "2023-06-02T12:00Z"
     result: dict[str, Any] = carbon_aware_training(  # type: ignore[assignment]
         job=JOB, zone="DE", checkpoint_dir=str(tmp_path), strategy="none", deadline=deadline,
-        expected_duration="2h", max_in_process_pause="1h",
+        expected_duration="2s", max_in_process_pause="1h",
     )  # fmt: skip
     (window,) = windows
     assert window.window_start is not None and window.window_end is not None, window
