@@ -24,6 +24,12 @@ RESCHEDULED = "Rescheduled"
 RESCHEDULED_TAG = "carbon-aware:rescheduled"
 
 
+def run_tags() -> list[str]:
+    """This flow run's tags ([] outside one): what a rescheduled run inherits from the runs before it."""
+    ctx = FlowRunContext.get()
+    return list(ctx.flow_run.tags) if ctx is not None and ctx.flow_run is not None else []
+
+
 def current_deployment_run() -> FlowRunContext | None:
     """The flow-run context when this code runs inside a flow run of a deployment, else None."""
     ctx = FlowRunContext.get()

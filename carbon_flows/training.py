@@ -35,11 +35,17 @@ from carbon_flows.artifacts import (
     training_key,
 )
 from carbon_flows.jobs import require_allowed_job
-from carbon_flows.rescheduling import current_deployment_run, reschedule_current_run, rescheduled_state
+from carbon_flows.rescheduling import (
+    current_deployment_run,
+    reschedule_current_run,
+    rescheduled_state,
+    run_tags,
+)
 from carbon_flows.sources import SourceSpec, clock_of, resolve_source
 from carbon_flows.storage import CheckpointStore
 from carbon_flows.wait import (
     BAD_SETUP,
+    DEADLINE_TAG,
     PREFECT_RESUME_OVERHEAD,
     resolve_deadline,
     run_logger,
@@ -61,6 +67,7 @@ if TYPE_CHECKING:  # torch: imported when a flow trains, not when a flow file is
 JobSpec: TypeAlias = "str | Trainable | Callable[[], Trainable]"
 STRATEGIES = ("none", *strategies.STRATEGIES)
 DEFAULT_MAX_PAUSE = "6h"
+PAUSED_SINCE_TAG = "carbon-aware:paused-since:"  # + when the pause that rescheduled the run began
 
 
 @dataclass(frozen=True)
@@ -143,6 +150,16 @@ def strategy_options_for(
     if name == "threshold":
         given.setdefault("max_pause", DEFAULT_MAX_PAUSE)
     return {**given, **(extra or {})}
+
+
+def inherited_paused_since() -> str | None:
+    """When the pause that rescheduled the runs before this one began (the newest, from their tags), if any."""
+    found = [
+        parse_utc(tag.removeprefix(PAUSED_SINCE_TAG), "paused-since tag")
+        for tag in run_tags()
+        if tag.startswith(PAUSED_SINCE_TAG)
+    ]
+    return max(found).isoformat() if found else None
 
 
 def training_deadline(deadline: str | None, within: str | None, now: pd.Timestamp) -> pd.Timestamp:
@@ -346,10 +363,9 @@ def train_carbon_aware(
     overhead = resume_margin(resume_overhead, clock)
     work = None if expected_duration is None else parse_duration(expected_duration, "expected_duration")
     check_source(intensity_source, zone)
-    if paused_since is not None and chosen is not None and hasattr(chosen, "paused_since"):
-        chosen.paused_since = parse_utc(
-            paused_since, "paused_since"
-        )  # its hold clock survives the reschedule
+    since = paused_since or inherited_paused_since()
+    if since is not None and chosen is not None and hasattr(chosen, "paused_since"):
+        chosen.paused_since = parse_utc(since, "paused_since")  # its hold clock survives the reschedule
     in_process_limit = parse_duration(max_in_process_pause, "max_in_process_pause")
     progress = LiveProgress(
         key=training_key(artifact_prefix, training_id(), "progress"),
@@ -409,14 +425,20 @@ def train_carbon_aware(
         wait = max(0.0, (resume_wall - utcnow()).total_seconds())
         if wait > in_process_limit.total_seconds() and current_deployment_run() is not None:
             since = getattr(chosen, "paused_since", None)
+            held_since = None if since is None else pd.Timestamp(since).isoformat()
             next_run = reschedule_current_run(
                 resume_wall,
                 parameter_overrides={
                     "resume_from": result.checkpoint_path,
                     "deadline": finish_by.isoformat(),
-                    "paused_since": None if since is None else since.isoformat(),
+                    "paused_since": held_since,
                 },
-                extra_tags=[f"{TRAINING_TAG}{training_id()}"],
+                # as tags too, for a user's flow that declares no such parameters
+                extra_tags=[
+                    f"{TRAINING_TAG}{training_id()}",
+                    f"{DEADLINE_TAG}{finish_by.isoformat()}",
+                    *([] if held_since is None else [f"{PAUSED_SINCE_TAG}{held_since}"]),
+                ],
             )
             outcome = TrainingOutcome(result, True, str(next_run.id), resume_wall, resumes)
             log.info("%s", outcome.final_state().message)

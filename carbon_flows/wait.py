@@ -27,7 +27,12 @@ from prefect.context import FlowRunContext, TaskRunContext
 from prefect.exceptions import MissingContextError
 
 from carbon_flows import events
-from carbon_flows.rescheduling import current_deployment_run, reschedule_current_run, rescheduled_state
+from carbon_flows.rescheduling import (
+    current_deployment_run,
+    reschedule_current_run,
+    rescheduled_state,
+    run_tags,
+)
 from carbon_flows.sources import SourceSpec, clock_of, resolve_source
 from carbon_sensors.deadline import late_run, plan_by, resume_margin
 from carbon_sensors.errors import AuthenticationError, CarbonAwareError, InvalidInputError, UnknownZoneError
@@ -335,13 +340,8 @@ def resolve_deadline(
     return finish_by
 
 
-def _run_tags() -> list[str]:
-    ctx = FlowRunContext.get()
-    return list(ctx.flow_run.tags) if ctx is not None and ctx.flow_run is not None else []
-
-
 def _inherited_deadlines() -> list[pd.Timestamp]:
-    tags = _run_tags()
+    tags = run_tags()
     return [parse_utc(t[len(DEADLINE_TAG) :], "deadline tag") for t in tags if t.startswith(DEADLINE_TAG)]
 
 
@@ -352,5 +352,5 @@ def _inherited_holds(key: str) -> int:
     flow counts under its own key.
     """
     prefix = f"{HOLDS_TAG}{key}:"
-    counts = [t[len(prefix) :] for t in _run_tags() if t.startswith(prefix)]
+    counts = [t[len(prefix) :] for t in run_tags() if t.startswith(prefix)]
     return max((int(c) for c in counts if c.isdecimal()), default=0)

@@ -234,6 +234,52 @@ def test_long_pause_in_a_deployment_reschedules_with_the_checkpoint(tmp_path: Pa
     assert "- **status**: rescheduled" in report and "- **steps done**: 3" in report
 
 
+@flow
+def train_in_own_flow(checkpoint_dir: str) -> Any:
+    """A user's flow: it declares none of the parameters a rescheduled training run is handed."""
+    outcome = train_carbon_aware(
+        tiny_job(), zone="DE", checkpoint_dir=checkpoint_dir, strategy="threshold",
+        options={"pause_above": 1.0, "resume_below": 0.5, "max_pause": "12h", "recheck": "3h"},
+        within="20h", resume_overhead="0s", decision_refresh_seconds=0.0, max_in_process_pause="1s",
+        artifact_prefix="own",
+    )  # fmt: skip
+    return outcome.final_state() if outcome.rescheduled else outcome.to_dict()
+
+
+def test_training_in_a_users_flow_keeps_its_deadline_and_pause_clock_across_reschedules(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without deadline/paused_since parameters to hand on, the tags carry them: the second run keeps the
+    first run's deadline (a `within` does not restart) and the threshold's max-pause clock (always dirty)."""
+    deployment_id = deploy(train_in_own_flow, "carbon-own-flow-test")
+    params = {"checkpoint_dir": str(tmp_path)}
+    for name, value in replay(3600.0).to_env().items():  # 3 grid hours of pause: 3 wall s, rescheduled
+        monkeypatch.setenv(name, value)
+
+    def run_and_next(flow_run: Any) -> Any:
+        state = run_flow(train_in_own_flow, flow_run=flow_run, parameters=params, return_type="state")
+        assert isinstance(state, State) and state.name == "Rescheduled", state
+        with get_client(sync_client=True) as client:
+            (scheduled,) = [
+                r for r in client.read_flow_runs()
+                if r.deployment_id == deployment_id and r.state is not None and r.state.is_scheduled()
+            ]  # fmt: skip
+        return scheduled
+
+    def carried(tags: list[str]) -> tuple[set[str], set[str]]:
+        return {t for t in tags if t.startswith("carbon-aware:deadline:")}, {
+            t for t in tags if t.startswith("carbon-aware:paused-since:")
+        }
+
+    with get_client(sync_client=True) as client:
+        first = client.create_flow_run_from_deployment(deployment_id, parameters=params)
+    second = run_and_next(first)
+    deadlines, pauses = carried(second.tags)
+    assert len(deadlines) == 1 and len(pauses) == 1, second.tags
+    third = run_and_next(second)
+    assert carried(third.tags) == (deadlines, pauses), third.tags  # not a later deadline, not a new pause
+
+
 def test_bad_job_and_strategy_are_clear_errors(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match=r"job='nowhere:factory' cannot be imported"):
         train_carbon_aware.fn("nowhere:factory", zone="DE", checkpoint_dir=str(tmp_path))
