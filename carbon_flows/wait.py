@@ -36,7 +36,7 @@ from carbon_flows.rescheduling import (
 from carbon_flows.sources import SourceSpec, clock_of, resolve_source
 from carbon_sensors.deadline import late_run, plan_by, resume_margin
 from carbon_sensors.errors import AuthenticationError, CarbonAwareError, InvalidInputError, UnknownZoneError
-from carbon_sensors.forecast.combine import assemble_forecast
+from carbon_sensors.forecast.combine import assemble_forecast, horizon_to
 from carbon_sensors.planner import plan_window
 from carbon_sensors.timeutil import parse_duration, parse_utc, utcnow
 from carbon_sensors.worth import (
@@ -220,7 +220,7 @@ def await_low_carbon(
                     f"grid is green: {intensity_now:.0f} <= max_intensity {max_intensity:.0f} gCO2eq/kWh",
                     intensity_now=intensity_now,
                 )
-        forecast = assemble_forecast(intensity_source, zone, now, finish_by - now)
+        forecast = assemble_forecast(intensity_source, zone, now, horizon_to(finish_by, now))
         plan = plan_window(forecast, duration=work, deadline=plan_end, earliest_start=first)
     except CarbonAwareError as exc:
         if isinstance(exc, BAD_SETUP) or on_outage == "closed":

@@ -26,7 +26,7 @@ from carbon_operators.target import CarbonTarget, resolve_target
 from carbon_operators.triggers import ResumeAtTrigger, adopt_replay_of
 from carbon_sensors.deadline import ORCHESTRATOR_RESUME_OVERHEAD, late_run, plan_by, resume_margin
 from carbon_sensors.errors import CarbonAwareError, InvalidInputError
-from carbon_sensors.forecast.combine import assemble_forecast
+from carbon_sensors.forecast.combine import assemble_forecast, horizon_to
 from carbon_sensors.planner import Plan, plan_window, plan_zones
 from carbon_sensors.timeutil import parse_duration, parse_utc
 from carbon_sensors.worth import (
@@ -116,12 +116,13 @@ class CarbonWindowOperator(BaseOperator):
         """The best window from now; None (after the outage policy) when no forecast can be had."""
         target, duration = setting.target, setting.duration
         now = target.clock.now()
-        earliest = parse_utc(self.earliest_start, "earliest_start") if self.earliest_start else None
+        # never a window that began before now (the forecast starts at the top of the hour)
+        earliest = max(now, parse_utc(self.earliest_start, "earliest_start")) if self.earliest_start else now
         finish_by = plan_by(target.deadline, now, duration, setting.margin)
         with failing_bad_input(self.task_id):
             try:
                 forecasts = {
-                    zone: assemble_forecast(target.source, zone, now, target.deadline - now)
+                    zone: assemble_forecast(target.source, zone, now, horizon_to(target.deadline, now))
                     for zone in target.zones
                 }
             except PERMANENT_ERRORS:

@@ -199,6 +199,12 @@ def assemble_forecast(
     return combine_forecasts(provider, ours, begin, hours, exact=exact)
 
 
+def horizon_to(deadline: datetime, now: datetime) -> timedelta:
+    """The horizon to ask `assemble_forecast` for from `now` so that its forecast, which starts at the top of
+    now's hour, reaches `deadline` (from 10:50 to 11:40 is two hours of forecast, not one)."""
+    return require_utc(deadline, "deadline") - require_utc(now, "now").floor("h")
+
+
 def _covers(signal: IntensitySignal, begin: pd.Timestamp, hours: int) -> bool:
     """Whether `signal` has a value for every hour of [begin, begin + hours)."""
     index = pd.date_range(begin, periods=hours, freq="h", tz="UTC")

@@ -118,3 +118,19 @@ def test_a_hold_woken_after_max_replans_releases_with_the_window_it_waited_for(
     assert released["reason"] == "the window it waited for"
     with pytest.raises(AirflowFailException, match=r"max_replans='3' is not valid"):
         CarbonWindowOperator(task_id="bad", zone="DE", duration="1h", max_replans="3").execute(NO_CONTEXT)  # type: ignore[arg-type]
+
+
+def test_a_window_never_starts_before_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reproduced: mid-hour, the plan could begin at the top of the hour (the forecast's first hour), in the
+    past: the task ran at once and reported that past hour as its window and its intensity."""
+    monkeypatch.setenv(ENV_START, "2023-06-02T13:40Z")  # DE: 13:00-14:00 ends the day's low
+    monkeypatch.delenv(ENV_WALL_START, raising=False)
+    monkeypatch.setenv("CARBON_AWARE_TRACE_FORECAST", "perfect")
+    hold = CarbonWindowOperator(
+        task_id="hold", zone="DE", duration="1h", deadline="2023-06-02T20:00Z", resume_overhead="1s"
+    )
+    try:
+        planned = hold.execute(NO_CONTEXT)
+    except TaskDeferred as deferred:
+        planned = deferred.value.trigger.state["plan"]
+    assert pd.Timestamp(planned["start"]) >= pd.Timestamp("2023-06-02T13:40Z"), planned

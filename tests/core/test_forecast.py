@@ -18,6 +18,7 @@ from carbon_sensors.forecast.combine import (
     anchor_provider,
     blend,
     blend_weights,
+    horizon_to,
     recent_errors,
 )
 from carbon_sensors.providers.trace import TraceProvider
@@ -125,6 +126,15 @@ def test_assemble_blends_the_provider_and_our_model_per_hour_ahead() -> None:
     assert blended.values.to_numpy()[10:] == pytest.approx(alone.values.to_numpy()[10:])  # model beyond
     assert (blended.lower <= blended.values).all() and (blended.values <= blended.upper).all()
     assert "our model alone" in alone.notes[0]
+
+
+def test_a_forecast_to_a_deadline_reaches_it_from_mid_hour() -> None:
+    """Reproduced: asked at 00:50 for the 50 min to a 01:40 deadline, the forecast (from the top of the hour)
+    stopped at 01:00, so no window before the deadline had data and the hold fell back."""
+    now, deadline = START + pd.Timedelta(minutes=50), START + pd.Timedelta(minutes=100)
+    forecast = assemble_forecast(TraceProvider(), "DE", now, horizon_to(deadline, now), use_provider=False)
+    assert forecast.start == START and forecast.end >= deadline
+    assert horizon_to(START + pd.Timedelta(hours=2), START) == pd.Timedelta(hours=2)
 
 
 def test_blend_weights_follow_measured_errors_and_skip_nan() -> None:
