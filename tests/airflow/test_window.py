@@ -132,5 +132,6 @@ def test_a_window_never_starts_before_now(monkeypatch: pytest.MonkeyPatch) -> No
     try:
         planned = hold.execute(NO_CONTEXT)
     except TaskDeferred as deferred:
-        planned = deferred.value.trigger.state["plan"]
+        assert isinstance(deferred.trigger, ResumeAtTrigger)
+        planned = deferred.trigger.state["plan"]
     assert pd.Timestamp(planned["start"]) >= pd.Timestamp("2023-06-02T13:40Z"), planned
