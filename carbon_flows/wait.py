@@ -204,11 +204,11 @@ def await_low_carbon(
             window_start=now,
             window_end=now + work,
         )
-    plan_end = plan_by(finish_by, now, work, margin)
+    plan_end = plan_by(finish_by, first, work, margin)
     if plan_end > finish_by - margin:  # plan_by's floor: the work no longer fits before the margin
         log.warning(
             "resume_overhead=%s is %s of grid time: a run rescheduled for a later window would finish after "
-            "the deadline %s, so only a window starting now fits",
+            "the deadline %s, so only the window from the earliest start (now or earliest_start) fits",
             resume_overhead, margin, finish_by.isoformat(),
         )  # fmt: skip
     intensity_now: float | None = None

@@ -118,7 +118,7 @@ class CarbonWindowOperator(BaseOperator):
         now = target.clock.now()
         # never a window that began before now (the forecast starts at the top of the hour)
         earliest = max(now, parse_utc(self.earliest_start, "earliest_start")) if self.earliest_start else now
-        finish_by = plan_by(target.deadline, now, duration, setting.margin)
+        finish_by = plan_by(target.deadline, earliest, duration, setting.margin)
         with failing_bad_input(self.task_id):
             try:
                 forecasts = {

@@ -203,10 +203,11 @@ def late_run(deadline: pd.Timestamp, now: pd.Timestamp, work: timedelta, log: Wa
     return message
 
 
-def plan_by(deadline: pd.Timestamp, now: pd.Timestamp, work: timedelta, margin: timedelta) -> pd.Timestamp:
+def plan_by(deadline: pd.Timestamp, first: pd.Timestamp, work: timedelta, margin: timedelta) -> pd.Timestamp:
     """The finish-by time a hold plans to: the deadline less the time a wake-up takes (scheduler latency,
-    worker pick-up), but never so early that `work` no longer fits from `now`."""
-    return max(now + pd.Timedelta(work), deadline - pd.Timedelta(margin))
+    worker pick-up), but never so early that `work` no longer fits from `first`, the earliest it may start
+    (now, or a later earliest_start)."""
+    return max(first + pd.Timedelta(work), deadline - pd.Timedelta(margin))
 
 
 class DeadlineGuard:

@@ -97,6 +97,27 @@ def test_the_window_ends_resume_overhead_before_the_deadline(
     assert pd.Timestamp(trigger.state["plan"]["end"]) == pd.Timestamp(latest_end)
 
 
+def test_an_earliest_start_inside_the_wake_up_margin_still_plans(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reproduced: 1 h of work from an 11:30 earliest start fits a 13:00 deadline, but not the 1 h margin before
+    it; the hold failed with 'does not fit' instead of planning the one window that does (11:30-12:30)."""
+    monkeypatch.setenv(ENV_START, "2023-06-02T09:00Z")  # speed 1: grid time is wall time
+    monkeypatch.delenv(ENV_WALL_START, raising=False)
+    monkeypatch.setenv("CARBON_AWARE_TRACE_FORECAST", "perfect")
+    hold = CarbonWindowOperator(
+        task_id="hold", zone="DE", duration="1h", deadline="2023-06-02T13:00Z",
+        earliest_start="2023-06-02T11:30Z", min_savings=0, resume_overhead="1h",
+    )  # fmt: skip
+    with pytest.raises(TaskDeferred) as deferred:
+        hold.execute(NO_CONTEXT)
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, ResumeAtTrigger)
+    plan = trigger.state["plan"]
+    assert (pd.Timestamp(plan["start"]), pd.Timestamp(plan["end"])) == (
+        pd.Timestamp("2023-06-02T11:30Z"),
+        pd.Timestamp("2023-06-02T12:30Z"),
+    )
+
+
 def test_a_hold_woken_after_max_replans_releases_with_the_window_it_waited_for(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
