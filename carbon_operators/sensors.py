@@ -26,13 +26,19 @@ from carbon_operators.policy import (
 )
 from carbon_operators.target import CarbonTarget, resolve_target
 from carbon_operators.triggers import DEADLINE, ERROR, GREEN, CarbonIntensityTrigger, adopt_replay_of
-from carbon_sensors.errors import CarbonAwareError, InvalidInputError
+from carbon_sensors.errors import CarbonAwareError, InvalidInputError, NoDataError
+from carbon_sensors.options import day_span, intensity_limit, number
 
 
 def percentile_threshold(target: CarbonTarget, percentile: float, days: float) -> float:
-    """The `percentile`-th percentile of the zone's last `days` of history, in gCO2eq/kWh."""
+    """The `percentile`-th percentile of the zone's last `days` of history, in gCO2eq/kWh.
+
+    No values at all is missing data (the outage policy applies), never a NaN threshold that nothing passes.
+    """
     now = target.clock.now()
     history = target.source.history(target.zone, now - timedelta(days=days), now).values.dropna()
+    if history.empty:
+        raise NoDataError(f"{target.zone}: no history in the {days:g} days before {now.isoformat()}")
     return float(history.quantile(percentile / 100.0))
 
 
@@ -67,9 +73,9 @@ class CarbonIntensitySensor(BaseSensorOperator):
         self,
         *,
         zone: str | None = None,
-        max_intensity: float | None = None,
-        percentile: float | None = None,
-        history_days: float = 7.0,
+        max_intensity: float | str | None = None,
+        percentile: float | str | None = None,
+        history_days: float | str = 7.0,
         carbon_conn_id: str | None = None,
         deadline: datetime | str | None = None,
         deadline_allowance: timedelta | str | None = None,
@@ -91,36 +97,46 @@ class CarbonIntensitySensor(BaseSensorOperator):
         self.on_outage = on_outage
         self.deferrable = deferrable
         self._target: CarbonTarget | None = None
-        self._threshold: float | None = None
+        self._threshold: float | None = None  # max_intensity, or the percentile's value once history answered
+        self._percentile_of: tuple[float, float] | None = None  # (percentile, history_days), checked
 
     # --- resolution ------------------------------------------------------------------------------------
-    def _resolve(self, context: Context) -> tuple[CarbonTarget, float]:
-        if self._target is None or self._threshold is None:
+    def _resolve(self, context: Context) -> CarbonTarget:
+        """Check the (rendered) settings and resolve the target; bad input fails the task, never retried."""
+        if self._target is None:
             with failing_bad_input(self.task_id):
                 parse_choice(OnDeadline, self.on_deadline, "on_deadline")
                 parse_choice(OnOutage, self.on_outage, "on_outage")
+                self._check_threshold()
                 self._target = resolve_target(context, self)
-                self._threshold = self._threshold_for(self._target)
-        return self._target, self._threshold
+        return self._target
 
-    def _threshold_for(self, target: CarbonTarget) -> float:
+    def _check_threshold(self) -> None:
+        """Parse the threshold settings at execute time: templates render them to strings."""
         if (self.max_intensity is None) == (self.percentile is None):
             raise InvalidInputError(
                 "give exactly one threshold: max_intensity (gCO2eq/kWh) or percentile (0-100 of history)"
             )
         if self.max_intensity is not None:
-            value = float(self.max_intensity)
-            if value < 0:
-                raise InvalidInputError(f"max_intensity={value} gCO2eq/kWh must be 0 or more")
-            return value
-        assert self.percentile is not None
-        if not 0 < float(self.percentile) <= 100:
-            raise InvalidInputError(f"percentile={self.percentile} must be in (0, 100]")
-        if not self.history_days > 0:
-            raise InvalidInputError(f"history_days={self.history_days} must be positive")
-        return percentile_threshold(target, float(self.percentile), float(self.history_days))
+            self._threshold = intensity_limit(self.max_intensity, "max_intensity")
+            return
+        percentile = number(self.percentile, "percentile")
+        if not 0 < percentile <= 100:
+            raise InvalidInputError(
+                f"percentile={self.percentile!r} must be in (0, 100]; give e.g. percentile=30"
+            )
+        self._percentile_of = (percentile, day_span(self.history_days, "history_days"))
 
-    def _report(self, target: CarbonTarget, threshold: float, status: str, **facts: Any) -> dict[str, Any]:
+    def _threshold_for(self, target: CarbonTarget) -> float:
+        """The threshold; a percentile's history is read once, inside the caller's outage handling."""
+        if self._threshold is None:
+            assert self._percentile_of is not None  # set by _check_threshold when max_intensity is not
+            self._threshold = percentile_threshold(target, *self._percentile_of)
+        return self._threshold
+
+    def _report(
+        self, target: CarbonTarget, threshold: float | None, status: str, **facts: Any
+    ) -> dict[str, Any]:
         return {
             "status": status,
             "zone": target.zone,
@@ -132,26 +148,27 @@ class CarbonIntensitySensor(BaseSensorOperator):
 
     # --- waiting ---------------------------------------------------------------------------------------
     def poke(self, context: Context) -> PokeReturnValue:
-        target, threshold = self._resolve(context)
+        target = self._resolve(context)
         if target.clock.now() >= target.deadline:
             message = f"{target.zone}: deadline {target.deadline.isoformat()} reached before a green moment"
             on_deadline_reached(OnDeadline(self.on_deadline), message, self.log)
-            return PokeReturnValue(True, self._report(target, threshold, DEADLINE, message=message))
+            return PokeReturnValue(True, self._report(target, self._threshold, DEADLINE, message=message))
         with failing_bad_input(self.task_id):
             try:
+                threshold = self._threshold_for(target)
                 reading = target.source.latest(target.zone)
             except PERMANENT_ERRORS:
                 raise
             except CarbonAwareError as exc:
                 on_outage(OnOutage(self.on_outage), str(exc), self.log)
-                return PokeReturnValue(True, self._report(target, threshold, ERROR, message=str(exc)))
+                return PokeReturnValue(True, self._report(target, self._threshold, ERROR, message=str(exc)))
         self.log.info("%s: %.1f gCO2eq/kWh (threshold %.1f)", target.zone, reading.value, threshold)
         if reading.value <= threshold:
             return PokeReturnValue(True, self._report(target, threshold, GREEN, reading=reading.to_dict()))
         return PokeReturnValue(False)
 
     def execute(self, context: Context) -> Any:
-        target, threshold = self._resolve(context)
+        target = self._resolve(context)
         if not self.deferrable:
             return super().execute(context)
         first = self.poke(context)
@@ -161,7 +178,7 @@ class CarbonIntensitySensor(BaseSensorOperator):
         self.defer(
             trigger=CarbonIntensityTrigger(
                 zone=target.zone,
-                max_intensity=threshold,
+                max_intensity=self._threshold_for(target),  # read by the first poke
                 deadline=wall_deadline.isoformat(),
                 poll_seconds=self.poke_interval,
                 carbon_conn_id=self.carbon_conn_id,
@@ -173,7 +190,8 @@ class CarbonIntensitySensor(BaseSensorOperator):
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume from the trigger: green -> done; deadline -> deadline policy; error -> outage policy."""
         adopt_replay_of(event)  # the deferring process's replay clock, not a fresh one
-        target, threshold = self._resolve(context)
+        target = self._resolve(context)
+        threshold = (event or {}).get("threshold", self._threshold)  # the trigger's: no history read again
         status = (event or {}).get("status")
         message = str((event or {}).get("message", ""))
         if status == GREEN:

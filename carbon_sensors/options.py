@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-import pandas as pd
-
 from carbon_sensors.errors import InvalidInputError
-from carbon_sensors.timeutil import parse_duration
+from carbon_sensors.timeutil import MAX_DURATION, parse_duration
+from carbon_sensors.validation import MAX_INTENSITY
 
 Parser = Callable[[Any, str], Any]
 DURATION_HELP = "e.g. '90s', '15min', '6h', ISO 8601 'PT15M', or a timedelta"
@@ -30,21 +29,8 @@ def duration(value: Any, name: str) -> timedelta:
             f"{name}={value!r} is a bare number, which has no unit; write a duration such as "
             f"'{value}s' or '{value}min' ({DURATION_HELP})"
         )
-    if isinstance(value, timedelta):
-        return parse_duration(value, name)
-    if not isinstance(value, str):
+    if not isinstance(value, str | timedelta):
         raise InvalidInputError(f"{name}={value!r} is not a duration ({DURATION_HELP})")
-    text = value.strip().upper()
-    if text.startswith(("P", "-P")):
-        try:
-            iso = pd.Timedelta(text).to_pytimedelta()
-        except (ValueError, OverflowError) as exc:
-            raise InvalidInputError(
-                f"{name}={value!r} is not an ISO 8601 duration ({DURATION_HELP})"
-            ) from exc
-        if iso <= timedelta(0):
-            raise InvalidInputError(f"{name}={value!r} must be longer than zero")
-        return iso
     return parse_duration(value, name)
 
 
@@ -58,6 +44,26 @@ def number(value: Any, name: str) -> float:
         raise InvalidInputError(f"{name}={value!r} is not a number; give e.g. {name}=250") from None
     if not math.isfinite(parsed):
         raise InvalidInputError(f"{name}={value!r} must be a finite number")
+    return parsed
+
+
+def day_span(value: Any, name: str) -> float:
+    """A number of days of history, in (0, MAX_DURATION]: none leaves nothing to read, more overflows the clock."""
+    parsed = number(value, name)
+    if not 0 < parsed <= MAX_DURATION.days:
+        raise InvalidInputError(
+            f"{name}={value!r} must be more than 0 and at most {MAX_DURATION.days} days; give e.g. {name}=7"
+        )
+    return parsed
+
+
+def intensity_limit(value: Any, name: str) -> float:
+    """A threshold in gCO2eq/kWh, in [0, MAX_INTENSITY]: below it no reading passes, above it every one does."""
+    parsed = number(value, name)
+    if not 0 <= parsed <= MAX_INTENSITY:
+        raise InvalidInputError(
+            f"{name}={value!r} gCO2eq/kWh must be 0 or more and at most {MAX_INTENSITY:g}; give e.g. {name}=250"
+        )
     return parsed
 
 

@@ -23,7 +23,16 @@ import pandas as pd
 from carbon_sensors.decision import Decision, Strategy
 from carbon_sensors.errors import CarbonAwareError, InvalidInputError, NoDataError
 from carbon_sensors.forecast.combine import MODEL_HISTORY_DAYS, ModelPerHour, assemble_forecast
-from carbon_sensors.options import Option, Schema, boolean, choice, duration, number, parse_options
+from carbon_sensors.options import (
+    Option,
+    Schema,
+    boolean,
+    choice,
+    day_span,
+    duration,
+    number,
+    parse_options,
+)
 from carbon_sensors.planner import plan_slots
 from carbon_sensors.providers.base import IntensitySource
 from carbon_sensors.signal import IntensitySignal
@@ -200,10 +209,8 @@ class AdaptiveStrategy(_Base):
         super().__init__(source, zone, recheck=recheck, on_error=on_error)
         if not 0 < percentile < 100:
             raise InvalidInputError(f"percentile={percentile} must be between 0 and 100")
-        if not days > 0:
-            raise InvalidInputError(f"days={days} must be positive")
         self.percentile = percentile
-        self.window = pd.Timedelta(days=days)
+        self.window = pd.Timedelta(days=day_span(days, "days"))
         self.max_age = pd.Timedelta(max_age)
 
     def _decide(self, now: pd.Timestamp, work: pd.Timedelta, latest: pd.Timestamp | None) -> Decision:
@@ -253,7 +260,7 @@ class ForecastWindowStrategy(_Base):
         super().__init__(source, zone, recheck=recheck, on_error=on_error)
         self.min_savings = check_min_savings(min_savings)
         self.min_chunk = pd.Timedelta(min_chunk)
-        self.history = pd.Timedelta(days=history_days)
+        self.history = pd.Timedelta(days=day_span(history_days, "history_days"))
         self.horizon = pd.Timedelta(horizon)
         self.use_source_forecast = use_source_forecast
         self._model = ModelPerHour()

@@ -14,6 +14,11 @@ MAX_DURATION = timedelta(days=36500)
 """100 years: longer durations are typos (and overflow the nanosecond timedeltas pandas computes with)."""
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d)\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}
+# Our own ISO 8601 reader: pd.Timedelta reads 'P1M' as one minute and 'P1.5D' as five days and a second.
+_NUM = r"(-?\d+(?:[.,]\d+)?)"
+_ISO = re.compile(rf"^(-)?P(?!$)(?:{_NUM}W)?(?:{_NUM}D)?(?:T(?!$)(?:{_NUM}H)?(?:{_NUM}M)?(?:{_NUM}S)?)?$")
+_ISO_UNIT_SECONDS = (604800, 86400, 3600, 60, 1)
+_ISO_YEARS_OR_MONTHS = re.compile(r"^-?P[^T]*\d[YM]")
 
 
 def require_utc(value: datetime | pd.Timestamp, name: str = "datetime") -> pd.Timestamp:
@@ -50,8 +55,9 @@ def parse_utc(text: str | datetime, name: str = "datetime") -> pd.Timestamp:
 
 
 def parse_duration(text: str | timedelta, name: str = "duration", *, zero_ok: bool = False) -> timedelta:
-    """Parse '90s', '15min', '3h', '1.5d', ISO 8601 ('PT15M'), or pass a timedelta through.
+    """Parse '90s', '15min', '3h', '1.5d', ISO 8601 ('PT15M', 'P1DT2H', 'P2W'), or pass a timedelta through.
 
+    ISO years and months ('P1M') are refused: they have no fixed length, and 'P1M' is often meant as 'PT1M'.
     It must be positive (or zero, with `zero_ok`: a margin such as `resume_overhead`) and at most MAX_DURATION;
     a bare number is refused, since its unit would be a guess ('0' too: write '0s').
     """
@@ -82,15 +88,35 @@ def _duration_seconds(text: str, name: str) -> float:
     match = _DURATION.match(text)
     if match:
         return float(match[1]) * _UNIT_SECONDS[match[2].lower()]
-    if text.strip().upper().startswith("P"):
-        try:
-            return float(pd.Timedelta(text.strip()).total_seconds())
-        except (ValueError, OverflowError):
-            pass
+    iso = text.strip().upper()
+    if iso.startswith(("P", "-P")):
+        return _iso_seconds(iso, text, name)
     raise InvalidInputError(
         f"{name}={short_repr(text)} is not a duration; expected a number and a unit, "
         "e.g. '90s', '15min', '3h', '1d', or ISO 8601 such as 'PT15M'"
     )
+
+
+def _iso_seconds(iso: str, text: str, name: str) -> float:
+    """Seconds in an upper-cased ISO 8601 duration; years and months are refused, having no fixed length."""
+    if _ISO_YEARS_OR_MONTHS.match(iso):
+        raise InvalidInputError(
+            f"{name}={short_repr(text)} counts years or months, which have no fixed length; "
+            "write days: 'P30D' (and minutes after the T: 'PT1M')"
+        )
+    match = _ISO.match(iso)
+    if not match:
+        raise InvalidInputError(
+            f"{name}={short_repr(text)} is not an ISO 8601 duration; expected e.g. 'PT15M', 'PT1H30M', "
+            "'P1DT2H' or 'P2W'"
+        )
+    sign, *parts = match.groups()
+    seconds = sum(
+        float(part.replace(",", ".")) * unit
+        for part, unit in zip(parts, _ISO_UNIT_SECONDS, strict=True)
+        if part is not None
+    )
+    return -seconds if sign else seconds
 
 
 def utc_from_ns(ns: int) -> pd.Timestamp:

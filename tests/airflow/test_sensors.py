@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, TaskDeferred
-from airflow_fixtures import ReplayAt
+from airflow_fixtures import DefineConnection, ReplayAt
+from pytest_httpserver import HTTPServer
 
 from carbon_operators.sensors import CarbonIntensitySensor
 from carbon_operators.triggers import CarbonIntensityTrigger
 from carbon_sensors import embedded
+from carbon_sensors.providers.cache import shared_cache
 from carbon_sensors.replay import Replay
 from carbon_sensors.timeutil import utcnow
 
 NO_CONTEXT: Any = {}
+UK_500 = Path(__file__).resolve().parents[1] / "fixtures" / "api" / "uk-carbonintensity" / "error_500.json"
 
 
 def sensor(**kwargs: Any) -> CarbonIntensitySensor:
@@ -73,6 +78,38 @@ def test_percentile_threshold_comes_from_recent_history(replay_at: ReplayAt) -> 
     assert result["status"] == "green"  # 186.18 is far below the week's 30th percentile
 
 
+def test_templated_thresholds_rendered_to_strings_are_read(replay_at: ReplayAt) -> None:
+    replay_at("2023-06-05T11:00Z")
+    assert sensor(max_intensity="250").execute(NO_CONTEXT)["threshold"] == 250.0
+    by_percentile = sensor(max_intensity=None, percentile="30", history_days="7").execute(NO_CONTEXT)
+    week = embedded.load("DE").values["2023-05-29T11:00Z":"2023-06-05T10:00Z"]
+    assert by_percentile["threshold"] == pytest.approx(week.quantile(0.30))  # history_days="7": a TypeError
+
+
+@pytest.fixture
+def dead_uk_conn(httpserver: HTTPServer, carbon_conn: DefineConnection) -> str:
+    """A NESO connection whose every answer is the recorded HTTP 500 (after the transport's retries)."""
+    shared_cache().clear()
+    httpserver.expect_request(re.compile(".*")).respond_with_data(UK_500.read_text(), status=500)
+    return carbon_conn("carbon_uk_dead", provider="uk", host=httpserver.url_for("/"))
+
+
+def test_percentile_history_outage_fails_open_by_default(dead_uk_conn: str) -> None:
+    """The history was read outside the outage handling: a dead endpoint raised ProviderUnavailableError."""
+    result = sensor(zone="GB", max_intensity=None, percentile=30, carbon_conn_id=dead_uk_conn).execute(
+        NO_CONTEXT
+    )
+    assert result["status"] == "error" and "HTTP 500" in result["message"]
+    assert result["threshold"] is None  # never known: no history came
+
+
+def test_percentile_history_outage_fails_closed_when_asked(dead_uk_conn: str) -> None:
+    with pytest.raises(AirflowFailException, match=r"HTTP 500.*on_outage='closed'"):
+        sensor(
+            zone="GB", max_intensity=None, percentile=30, carbon_conn_id=dead_uk_conn, on_outage="closed"
+        ).execute(NO_CONTEXT)
+
+
 def event(status: str, **facts: Any) -> dict[str, Any]:
     return {"status": status, "zone": "DE", "threshold": 250.0, "polls": 3, **facts}
 
@@ -124,8 +161,14 @@ def test_execute_complete_error_fails_closed_when_asked(replay_at: ReplayAt) -> 
         ({"deadline": "2023-06-06T01:00"}, "has no time zone"),
         ({"on_outage": "maybe"}, "on_outage='maybe' is not valid"),
         ({"max_intensity": None}, "give exactly one threshold"),
+        ({"max_intensity": "abc"}, r"max_intensity='abc' is not a number; give e.g. max_intensity=250"),
+        ({"max_intensity": "nan"}, r"max_intensity='nan' must be a finite number"),  # waited to the deadline
+        ({"max_intensity": 1e12}, r"max_intensity=1000000000000.0 gCO2eq/kWh must be 0 or more and at most"),
+        ({"max_intensity": None, "percentile": "most"}, r"percentile='most' is not a number"),
+        ({"max_intensity": None, "percentile": 30, "history_days": 1e12}, r"history_days=1000000000000.0 must"),
+        ({"max_intensity": None, "percentile": 30, "history_days": "0"}, r"history_days='0' must be more than 0"),
     ],
-)
+)  # fmt: skip
 def test_bad_input_fails_the_task_with_a_clear_message(
     replay_at: ReplayAt, settings: dict[str, Any], message: str
 ) -> None:

@@ -126,6 +126,8 @@ def test_bad_arguments_are_refused() -> None:
         threshold(pause_above=100.0, resume_below=200.0)
     with pytest.raises(InvalidInputError, match="percentile"):
         AdaptiveStrategy(SOURCE, "DE", percentile=120, days=7)
+    with pytest.raises(InvalidInputError, match=r"history_days=0 must be more than 0"):
+        ForecastWindowStrategy(SOURCE, "DE", history_days=0)  # was a fallback at every decision
     with pytest.raises(NaiveDatetimeError):
         threshold().decide(T("2023-06-01T08:00"), remaining_work=WORK, deadline=DEADLINE)
 

@@ -58,6 +58,33 @@ def test_ill_typed_options_name_the_option_and_the_value(
         build_strategy(name, SOURCE, "DE", options)
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("P100000D", r"recheck='P100000D' is longer than 36500 days"),  # the ISO path skipped the cap
+        ("P1M", r"recheck='P1M' counts years or months.*'P30D'"),  # was read as one minute
+    ],
+)
+def test_iso_durations_are_capped_and_months_refused(text: str, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        build_strategy("threshold", SOURCE, "DE", {**THRESHOLD, "recheck": text})
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("forecast-window", {"history_days": -5}),  # every decision was a silent outage fallback
+        ("forecast-window", {"history_days": 0}),
+        ("forecast-window", {"history_days": 1e12}),
+        ("adaptive", {"percentile": 30, "days": 1e12}),  # was an OverflowError
+    ],
+)
+def test_days_of_history_must_be_positive_and_bounded(name: str, options: dict[str, Any]) -> None:
+    key = "days" if name == "adaptive" else "history_days"
+    with pytest.raises(InvalidInputError, match=rf"{key}=.* must be more than 0 and at most 36500 days"):
+        build_strategy(name, SOURCE, "DE", options)
+
+
 def test_numbers_and_booleans_from_rendered_templates_are_read() -> None:
     built = build_strategy("threshold", SOURCE, "DE", {"pause_above": "250", "resume_below": "200.5",
                                                        "max_pause": "PT6H"})  # fmt: skip

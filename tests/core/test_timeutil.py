@@ -20,6 +20,10 @@ from carbon_sensors.timeutil import parse_duration, parse_utc
         ("1.5d", timedelta(hours=36)),
         ("PT15M", timedelta(minutes=15)),
         ("P1DT2H", timedelta(days=1, hours=2)),
+        ("pt1m", timedelta(minutes=1)),
+        ("P1.5D", timedelta(hours=36)),  # pd.Timedelta read five days and a second
+        ("PT1,5H", timedelta(minutes=90)),
+        ("P2W", timedelta(days=14)),
         (timedelta(minutes=5), timedelta(minutes=5)),
     ],
 )
@@ -35,9 +39,10 @@ def test_durations_people_write(text: str | timedelta, expected: timedelta) -> N
         ("0s", r"must be longer than zero"),
         ("-5min", r"is not a duration"),
         ("PT-5M", r"must be longer than zero"),
-        ("P99999999999D", r"is not a duration"),
+        ("P99999999999D", r"duration='P99999999999D' is longer than 36500 days"),
         ("P40000D", r"is longer than 36500 days"),
-        ("Pxyz", r"is not a duration"),
+        ("Pxyz", r"duration='Pxyz' is not an ISO 8601 duration; expected e.g. 'PT15M'"),
+        ("P1DT", r"is not an ISO 8601 duration"),
         ("15", r"is not a duration; expected a number and a unit"),
         (900, r"duration=900 is a bare number; write it with a unit, e.g. '900s' or '15min'"),
         (None, r"duration=None is not a duration"),
@@ -47,6 +52,15 @@ def test_durations_people_write(text: str | timedelta, expected: timedelta) -> N
 def test_bad_durations_are_typed_errors(value: object, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
         parse_duration(value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("text", ["P1M", "p6m", "P1Y", "P1Y2M3DT4H", "-P1M"])
+def test_iso_years_and_months_are_refused_not_read_as_minutes(text: str) -> None:
+    """pd.Timedelta read 'P1M' (one month) as one minute; a month has no fixed length, so we ask for days."""
+    with pytest.raises(
+        InvalidInputError, match=rf"recheck='{text}' counts years or months.*write days: 'P30D'"
+    ):
+        parse_duration(text, "recheck")
 
 
 def test_a_margin_may_be_zero_but_not_negative() -> None:
