@@ -487,9 +487,17 @@ def read_jsonl(path: str | Path) -> EmissionsLedger:
     """Load a ledger from its JSONL timeline (to recompute the report later)."""
     p = Path(path)
     try:
-        lines = p.read_text(encoding="utf-8").splitlines()
+        data = p.read_bytes()
     except OSError as exc:
         raise TraceError(f"cannot read emissions timeline {p}: {exc}") from exc
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:  # bytes, so the message can say on which line
+        bad_line = data.count(b"\n", 0, exc.start) + 1
+        raise TraceError(
+            f"{p}, line {bad_line}: byte {data[exc.start]:#04x} is not UTF-8 text; an emissions timeline is the "
+            "JSON lines file a run writes (emissions.jsonl), not a binary or otherwise encoded file"
+        ) from exc
     located: list[tuple[str, Any]] = []
     for n, line in enumerate(lines, 1):
         if not line.strip():

@@ -30,6 +30,18 @@ ENV_WALL_START = "CARBON_AWARE_REPLAY_WALL_START"
 ENV_SPEED = "CARBON_AWARE_REPLAY_SPEED"
 ENV_NAMES = (ENV_START, ENV_WALL_START, ENV_SPEED)
 _EPOCH_LOCK = threading.Lock()  # two threads reading first must fix one epoch, not two
+MIN_SPEED, MAX_SPEED = 1e-3, 1e6
+"""Replay speeds allowed (a day a minute is 1440, a year a minute about 5e5). Beyond them the mapped clocks
+leave pandas' timestamp range (years 1677-2262) at once or within hours, and `inf` cannot be mapped at all."""
+
+
+def _check_speed(speed: float, name: str) -> None:
+    """InvalidInputError unless `speed` is within [MIN_SPEED, MAX_SPEED] (so neither inf nor NaN)."""
+    if not MIN_SPEED <= speed <= MAX_SPEED:
+        raise InvalidInputError(
+            f"{name}={speed!r} must be a finite number from {MIN_SPEED:g} to {MAX_SPEED:g} "
+            "(e.g. 1440: a day a minute)"
+        )
 
 
 @dataclass(frozen=True)
@@ -41,10 +53,7 @@ class Replay:
     speed: float = 1.0
 
     def __post_init__(self) -> None:
-        if not self.speed > 0:
-            raise InvalidInputError(
-                f"replay speed={self.speed} must be a positive number (e.g. 1440: a day a minute)"
-            )
+        _check_speed(self.speed, "replay speed")
         object.__setattr__(self, "trace_start", require_utc(self.trace_start, "trace_start"))
         object.__setattr__(self, "wall_start", require_utc(self.wall_start, "wall_start"))
 
@@ -100,6 +109,7 @@ class Replay:
             speed = float(env.get(ENV_SPEED, "1"))
         except ValueError:
             raise InvalidInputError(f"{ENV_SPEED}={env.get(ENV_SPEED)!r} is not a number") from None
+        _check_speed(speed, ENV_SPEED)
         return cls(parse_utc(env[ENV_START], ENV_START), parse_utc(wall, ENV_WALL_START), speed)
 
 

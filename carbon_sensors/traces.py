@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import lzma
+import tarfile
+import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +30,9 @@ _VALUE_COLUMNS = ("value", "intensity", "carbon_intensity", "carbon intensity", 
 _EM_LCA = "Carbon Intensity gCO₂eq/kWh (LCA)"
 _EM_DIRECT = "Carbon Intensity gCO₂eq/kWh (direct)"
 _MISSING = ("", "nan", "NaN", "None", "null")
+_EM_TIME = "Datetime (UTC)"
+_DECOMPRESS_ERRORS = (EOFError, lzma.LZMAError, zipfile.BadZipFile, tarfile.TarError)
+"""What pandas' decompression raises on a cut-off or corrupt .gz/.bz2/.xz/.zip/.tar (none is an OSError)."""
 MAX_PERIODS = 10_000_000
 """A trace may span at most this many periods of its resolution (10 years of minutes); a sparser file is
 malformed, and listing its gaps would exhaust memory."""
@@ -125,6 +131,11 @@ def _read_table(file: Path, column: str | None, assume_utc: bool) -> _Table:
         frame = pd.read_csv(file, dtype=str, keep_default_na=False, encoding="utf-8")
     except TraceError:
         raise
+    except _DECOMPRESS_ERRORS as exc:
+        raise TraceError(
+            f"cannot read trace file {file}: its compressed data is truncated or corrupt "
+            f"({type(exc).__name__}: {short_repr(str(exc))}); copy or export the file again"
+        ) from exc
     except (OSError, ValueError, RecursionError) as exc:  # ValueError covers bad UTF-8, JSON and CSV
         raise TraceError(f"cannot read trace file {file}: {short_repr(str(exc))}") from exc
     return _from_frame(file, frame, column, assume_utc, first_line=2)
@@ -139,11 +150,10 @@ def _from_frame(
     if _EM_LCA in frame.columns:  # Electricity Maps portal export; its time column is declared UTC
         pick = {"lifecycle": _EM_LCA, "lca": _EM_LCA, "direct": _EM_DIRECT, None: _EM_LCA}
         value_col = pick.get(column, column)
+        _require_column(file, frame, _EM_TIME, f"an Electricity Maps portal export (a file with {_EM_LCA!r})")
         _require_column(file, frame, value_col)
         zone = frame["Zone Id"].iloc[0] if "Zone Id" in frame.columns and len(frame) else None
-        return _Table(
-            frame["Datetime (UTC)"], frame[str(value_col)], lines, zone, "electricitymaps-portal", True
-        )
+        return _Table(frame[_EM_TIME], frame[str(value_col)], lines, zone, "electricitymaps-portal", True)
     time_col = next((cols[c] for c in _TIME_COLUMNS if c in cols), None)
     value_col = column if column is not None else next((cols[c] for c in _VALUE_COLUMNS if c in cols), None)
     if time_col is None or value_col is None:
@@ -180,9 +190,11 @@ def _text(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.astype(str).fillna("")
 
 
-def _require_column(file: Path, frame: pd.DataFrame, name: Any) -> None:
+def _require_column(file: Path, frame: pd.DataFrame, name: Any, needed_by: str = "") -> None:
+    """TraceError naming the missing column, what needs it (when said) and the columns there are."""
     if name not in frame.columns:
-        raise TraceError(f"{file}: no column {name!r}; columns are {list(frame.columns)}")
+        why = f", which {needed_by} must have" if needed_by else ""
+        raise TraceError(f"{file}: no column {name!r}{why}; columns are {list(frame.columns)}")
 
 
 # --- parsing with line numbers ---------------------------------------------------------------------------

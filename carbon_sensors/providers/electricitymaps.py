@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from carbon_sensors.errors import AuthenticationError, InvalidInputError
-from carbon_sensors.providers.http import Exchange, Request, Secret
+from carbon_sensors.providers.http import Exchange, Request, Secret, credential_problem
 from carbon_sensors.providers.live import LiveProvider, iso_z, secret_from, windows
 from carbon_sensors.signal import IntensityReading, IntensitySignal, SignalKind
 
@@ -55,6 +55,9 @@ class ElectricityMapsProvider(LiveProvider):
                 zone,
                 f"no API token: pass token=... or set {TOKEN_ENV} (get one at portal.electricitymaps.com)",
             )
+        problem = credential_problem(self._token.reveal())
+        if problem is not None:
+            self.fail(AuthenticationError, zone, f"the API token (token argument or {TOKEN_ENV}) {problem}")
         query = {"zone": zone, **params}
         if self.emission_factor_type is not None:
             query["emissionFactorType"] = self.emission_factor_type

@@ -63,6 +63,22 @@ class Secret:
         return hash(self._value)
 
 
+def credential_problem(value: str, *, header: bool = True) -> str | None:
+    """Why `value` cannot be sent as a credential (None when it can); the text never quotes the value.
+
+    Both transports fail on such values before anything is sent (requests: InvalidHeader, which would be
+    retried and reported as unreachable; both: UnicodeEncodeError), so providers refuse them up front.
+    `header=False` is for basic auth, which is base64-encoded, so surrounding spaces are legal there.
+    """
+    if header and value != value.strip():
+        return "starts or ends with whitespace (a pasted newline or space?); remove it"
+    if any(ord(char) > 0x7E for char in value):  # no position: it would tell the secret's length
+        return "has a non-ASCII character; credentials are printable ASCII"
+    if any(char < " " for char in value):
+        return "has a control character; credentials are printable ASCII"
+    return None
+
+
 @dataclass(frozen=True)
 class Request:
     """One HTTP request, as data. Header values and the basic-auth password may be `Secret`s."""

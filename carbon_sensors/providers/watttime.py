@@ -17,8 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from carbon_sensors.errors import AuthenticationError, InvalidInputError
-from carbon_sensors.providers.http import Exchange, Request, Secret
+from carbon_sensors.errors import AuthenticationError, InvalidInputError, MalformedResponseError
+from carbon_sensors.providers.http import Exchange, Request, Secret, credential_problem
 from carbon_sensors.providers.live import LiveProvider, iso_z, secret_from, windows
 from carbon_sensors.signal import IntensityReading, IntensitySignal, SignalKind
 
@@ -93,9 +93,28 @@ class WattTimeProvider(LiveProvider):
                 zone,
                 f"no credentials: pass username= and password= or set {USERNAME_ENV} and {PASSWORD_ENV}",
             )
+        given = (
+            ("username", USERNAME_ENV, self.username),
+            ("password", PASSWORD_ENV, self._password.reveal()),
+        )
+        for what, env, value in given:
+            problem = credential_problem(value, header=False)
+            if problem is not None:
+                self.fail(AuthenticationError, zone, f"the {what} ({what} argument or {env}) {problem}")
         response = yield Request("GET", self.base_url + "/login", basic_auth=(self.username, self._password))
         body = self.check(response, zone, credential_hint=f"check {USERNAME_ENV} / {PASSWORD_ENV}")
-        return Secret(self.field(zone, "token", lambda: str(body["token"])))
+        return Secret(self._token_of(zone, body))
+
+    def _token_of(self, zone: str, body: Any) -> str:
+        """The bearer token of a login answer; a null, empty or unsendable one is a malformed answer."""
+        token = self.field(zone, "token", lambda: body["token"])
+        if not isinstance(token, str) or not token:
+            found = "null" if token is None else "empty" if token == "" else f"of type {type(token).__name__}"
+            self.fail(MalformedResponseError, zone, f"login answered without a token ('token' is {found})")
+        problem = credential_problem(token)
+        if problem is not None:
+            self.fail(MalformedResponseError, zone, f"login answered with a token that {problem}")
+        return token
 
     def _get(self, zone: str, path: str, **params: str) -> Exchange[Any]:
         """GET a data endpoint with the bearer token: log in when needed, and once more after a 401."""

@@ -74,3 +74,12 @@ def test_an_empty_timeline_says_what_is_missing(tmp_path: Path) -> None:
     path.write_text("\n\n")
     with pytest.raises(TraceError, match=r"t\.jsonl: .*must start with its header record"):
         read_jsonl(path)
+
+
+def test_a_timeline_that_is_not_utf8_names_file_and_line(tmp_path: Path) -> None:
+    """`carbon-aware report` on a binary or Latin-1 file raised a raw UnicodeDecodeError."""
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(("\n".join(good_lines()[:2]) + "\n").encode() + b'{"type": "note", "text": "caf\xe9"}\n')
+    with pytest.raises(TraceError, match=r"t\.jsonl, line 3: byte 0xe9 is not UTF-8 text") as info:
+        read_jsonl(path)
+    assert str(path) in str(info.value)

@@ -17,6 +17,8 @@ from carbon_sensors.replay import (
     ENV_SPEED,
     ENV_START,
     ENV_WALL_START,
+    MAX_SPEED,
+    MIN_SPEED,
     GridClock,
     Replay,
     adopt_replay,
@@ -40,8 +42,22 @@ def test_env_round_trip_and_bad_values() -> None:
     assert Replay.from_env({}) is None
     with pytest.raises(InvalidInputError, match="CARBON_AWARE_REPLAY_SPEED='fast' is not a number"):
         Replay.from_env({**replay.to_env(), "CARBON_AWARE_REPLAY_SPEED": "fast"})
-    with pytest.raises(InvalidInputError, match="speed=0 must be a positive number"):
+    with pytest.raises(InvalidInputError, match=r"speed=0 must be a finite number from 0\.001 to 1e"):
         Replay(TRACE, WALL, speed=0)
+
+
+@pytest.mark.parametrize("speed", ["inf", "-inf", "nan", "1e300", "1e-300", "-5", "0"])
+def test_speed_out_of_range_is_refused_naming_the_variable(speed: str) -> None:
+    """inf raised OverflowError and 1e300 OutOfBoundsDatetime instead of naming the setting."""
+    env = {**Replay(TRACE, WALL).to_env(), ENV_SPEED: speed}
+    with pytest.raises(
+        InvalidInputError, match=rf"{ENV_SPEED}=.* must be a finite number from 0.001 to 1e\+06"
+    ):
+        Replay.from_env(env)
+    with pytest.raises(InvalidInputError, match="replay speed="):
+        Replay(TRACE, WALL, speed=float(speed))
+    for edge in (MIN_SPEED, MAX_SPEED):  # the range's ends are allowed
+        assert Replay.from_env({**env, ENV_SPEED: repr(edge)}) == Replay(TRACE, WALL, edge)
 
 
 def test_trace_provider_replays_real_values_labelled_as_replay() -> None:

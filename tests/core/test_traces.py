@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import bz2
 import csv
+import gzip
 import json
 import logging
+import lzma
 from pathlib import Path
 
 import pandas as pd
@@ -153,6 +156,37 @@ def test_unreadable_and_missing_files(tmp_path: Path) -> None:
         read_trace(broken)
     with pytest.raises(TraceError, match="gaps='sometimes' is not valid"):
         read_trace(tmp_path / "nope.csv", gaps="sometimes")  # type: ignore[arg-type]
+
+
+def test_portal_export_without_its_time_column_names_it(tmp_path: Path) -> None:
+    """An Electricity Maps export (recognised by its LCA column) without 'Datetime (UTC)' raised KeyError."""
+    path = tmp_path / "portal.csv"
+    path.write_text("Zone Id,Carbon Intensity gCO₂eq/kWh (LCA)\nDE,300\n", encoding="utf-8")
+    with pytest.raises(TraceError, match=r"no column 'Datetime \(UTC\)', which an Electricity Maps portal"):
+        read_trace(path)
+
+
+PLAIN = b"timestamp,value\n" + b"".join(b"2023-06-01T%02d:00Z,%d\n" % (h, 100 + h) for h in range(24))
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("cut.csv.gz", gzip.compress(PLAIN)[:-12]),
+        ("cut.csv.bz2", bz2.compress(PLAIN)[:-12]),
+        ("cut.csv.xz", lzma.compress(PLAIN)[:-12]),
+        ("corrupt.csv.xz", b"not xz at all" * 8),
+        ("corrupt.csv.zip", b"not a zip" * 8),
+        ("corrupt.csv.tar.gz", gzip.compress(b"not a tar" * 100)),
+    ],
+)
+def test_truncated_or_corrupt_compressed_traces(tmp_path: Path, name: str, content: bytes) -> None:
+    """A cut-off download raised EOFError, LZMAError, BadZipFile or ReadError instead of a TraceError."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(TraceError, match="compressed data is truncated or corrupt") as info:
+        read_trace(path, zone="DE")
+    assert str(path) in str(info.value)
 
 
 def test_local_offsets_across_a_dst_switch_are_read_as_utc(tmp_path: Path, traces_dir: Path) -> None:

@@ -97,6 +97,67 @@ def test_missing_credentials_fail_before_any_request(
     assert api.log == []
 
 
+@pytest.mark.parametrize(
+    ("token", "cause"),
+    [
+        (EM_TOKEN + "\n", "whitespace"),  # pasted with its newline: requests would call it unreachable
+        (" " + EM_TOKEN, "whitespace"),
+        (EM_TOKEN[:4] + "\u2019" + EM_TOKEN[4:], "has a non-ASCII character;"),  # a smart quote
+        (EM_TOKEN[:4] + "\x00" + EM_TOKEN[4:], "has a control character;"),
+    ],
+)
+def test_unsendable_token_is_an_auth_error_before_any_request(
+    api: HTTPServer, mode: str, token: str, cause: str
+) -> None:
+    provider = ElectricityMapsProvider(token=token, **options(url_of(api), "2018-04-25T18:30Z"))
+    error = raised(mode, provider, "latest", "DE")
+    assert isinstance(error, AuthenticationError)
+    assert_names(error, "electricitymaps", "DE", "token argument or ELECTRICITYMAPS_API_TOKEN", cause)
+    assert token not in str(error) and token.strip() not in str(error)
+    assert api.log == []
+
+
+@pytest.mark.parametrize(
+    ("username", "password", "cause"),
+    [
+        (
+            "freddo",
+            WT_PASSWORD + "\n",
+            "password (password argument or WATTTIME_PASSWORD) has a control character",
+        ),
+        (
+            "freddo",
+            WT_PASSWORD + "\u20ac",
+            "password (password argument or WATTTIME_PASSWORD) has a non-ASCII",
+        ),
+        ("fr\u20acddo", WT_PASSWORD, "username (username argument or WATTTIME_USERNAME) has a non-ASCII"),
+    ],
+)
+def test_unsendable_watttime_login_is_an_auth_error_before_any_request(
+    api: HTTPServer, mode: str, username: str, password: str, cause: str
+) -> None:
+    provider = WattTimeProvider(username=username, password=password, **options(url_of(api), "2022-07-15"))
+    error = raised(mode, provider, "latest", "CAISO_NORTH")
+    assert isinstance(error, AuthenticationError)
+    assert_names(error, "watttime", "CAISO_NORTH", cause)
+    assert password not in str(error) and password.strip() not in str(error)
+    assert api.log == []
+
+
+@pytest.mark.parametrize(
+    ("token", "cause"),
+    [(None, "'token' is null"), ("", "'token' is empty"), (123, "of type int"), ("tok en\n", "whitespace")],
+)
+def test_watttime_login_without_a_usable_token_is_malformed(
+    api: HTTPServer, mode: str, token: object, cause: str
+) -> None:
+    api.expect_request("/login").respond_with_json({"token": token})
+    error = raised(mode, wt(url_of(api)), "latest", "CAISO_NORTH")
+    assert isinstance(error, MalformedResponseError)
+    assert_names(error, "watttime", "CAISO_NORTH", "login answered", cause)
+    assert [request.path for request, _ in api.log] == ["/login"]  # never sent on as "Bearer None"
+
+
 def test_403_plan_does_not_cover_it(api: HTTPServer, mode: str) -> None:
     api.expect_request("/login").respond_with_json(recorded("watttime", "login"))
     api.expect_request("/v3/forecast").respond_with_json(
