@@ -7,6 +7,7 @@ released the task (or the deadline/outage that did) is returned to XCom.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -63,9 +64,14 @@ class CarbonIntensitySensor(BaseSensorOperator):
     :param deferrable: wait in the triggerer (no worker slot) instead of poking on a worker; default: the
         `[operators] default_deferrable` setting.
     :param poke_interval: seconds (or a timedelta) between checks (default 300).
+    :param timeout: seconds (or a timedelta) after which the wait fails (or skips, with `soft_fail`) as any
+        Airflow sensor's does; default: none, the deadline ends the wait (Airflow's 7-day default would end a
+        later deadline's wait with a sensor timeout instead of `on_deadline`).
     """
 
-    template_fields: Sequence[str] = ("zone", "max_intensity", "deadline", "carbon_conn_id")
+    template_fields: Sequence[str] = (
+        "zone", "max_intensity", "percentile", "history_days", "deadline", "carbon_conn_id",
+    )  # fmt: skip
     operator_extra_links = (CarbonIntensityLink(),)
     ui_color = "#c8e6c9"
 
@@ -83,9 +89,12 @@ class CarbonIntensitySensor(BaseSensorOperator):
         on_outage: str = OnOutage.OPEN,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poke_interval: timedelta | float = 300.0,
+        timeout: timedelta | float | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(poke_interval=poke_interval, **kwargs)
+        super().__init__(poke_interval=poke_interval, timeout=timeout, **kwargs)
+        if timeout is None:
+            self.timeout = math.inf  # the poke at the deadline ends the wait, by the on_deadline policy
         self.zone = zone
         self.max_intensity = max_intensity
         self.percentile = percentile
@@ -184,7 +193,7 @@ class CarbonIntensitySensor(BaseSensorOperator):
                 carbon_conn_id=self.carbon_conn_id,
             ),
             method_name="execute_complete",
-            timeout=min(timedelta(seconds=self.timeout), deferral_timeout(wall_deadline)),
+            timeout=timedelta(seconds=min(self.timeout, deferral_timeout(wall_deadline).total_seconds())),
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:

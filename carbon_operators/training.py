@@ -31,6 +31,7 @@ from carbon_sensors.deadline import (
 from carbon_sensors.decision import Action, Strategy
 from carbon_sensors.emissions import report_summary
 from carbon_sensors.errors import CarbonAwareError, InvalidInputError
+from carbon_sensors.options import option_mapping
 from carbon_sensors.paths import run_key
 from carbon_sensors.providers.base import IntensitySource
 from carbon_sensors.timeutil import parse_duration
@@ -154,7 +155,7 @@ class CarbonAwareTrainingOperator(BaseOperator):
         self.zone = zone
         self.carbon_conn_id = carbon_conn_id
         self.strategy = strategy
-        self.strategy_kwargs = dict(strategy_kwargs or {})
+        self.strategy_kwargs = option_mapping(strategy_kwargs, "strategy_kwargs")
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every_steps = checkpoint_every_steps
         self.checkpoint_every = checkpoint_every

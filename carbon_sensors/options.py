@@ -16,7 +16,7 @@ from typing import Any
 
 from carbon_sensors.errors import InvalidInputError
 from carbon_sensors.timeutil import MAX_DURATION, parse_duration
-from carbon_sensors.validation import MAX_INTENSITY
+from carbon_sensors.validation import MAX_INTENSITY, short_repr
 
 Parser = Callable[[Any, str], Any]
 DURATION_HELP = "e.g. '90s', '15min', '6h', ISO 8601 'PT15M', or a timedelta"
@@ -98,12 +98,24 @@ class Option:
 Schema = Mapping[str, Option]
 
 
+def option_mapping(value: Any, name: str) -> dict[str, Any]:
+    """Options as a dict; None is none. A list or a string ('percentile=30') is refused, never half-read."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(
+            f'{name} must be a mapping (a JSON object) of option names to values, e.g. {{"percentile": 30}}; '
+            f"got the {type(value).__name__} {short_repr(value)}"
+        )
+    return dict(value)
+
+
 def parse_options(what: str, schema: Schema, given: Mapping[str, Any] | None) -> dict[str, Any]:
     """The options in `given` parsed by `schema`; an unknown, missing or ill-typed one is an error naming it.
 
     `what` names the thing configured in messages, e.g. "strategy='threshold'".
     """
-    values = dict(given or {})
+    values = option_mapping(given, f"the options of {what}")
     unknown = sorted(set(values) - set(schema))
     if unknown:
         raise InvalidInputError(f"{what} does not take {unknown}; it takes {sorted(schema)}")

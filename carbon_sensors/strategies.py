@@ -31,6 +31,7 @@ from carbon_sensors.options import (
     day_span,
     duration,
     number,
+    option_mapping,
     parse_options,
 )
 from carbon_sensors.planner import plan_slots
@@ -51,7 +52,7 @@ SOURCE_ERRORS = (CarbonAwareError, OSError, TimeoutError)
 
 def with_outage_policy(options: Mapping[str, Any] | None, on_outage: str | None) -> dict[str, Any]:
     """Strategy `options` with `on_outage` ('open' | 'closed') mapped to `on_error`; None leaves them as given."""
-    given = dict(options or {})
+    given = option_mapping(options, "strategy options")
     if on_outage is None:
         return given
     if on_outage not in ON_ERROR_FOR_OUTAGE:

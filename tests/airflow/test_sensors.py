@@ -9,7 +9,12 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, TaskDeferred
+from airflow.sdk.exceptions import (
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    TaskDeferred,
+)
 from airflow_fixtures import DefineConnection, ReplayAt
 from pytest_httpserver import HTTPServer
 
@@ -55,6 +60,36 @@ def test_defers_on_a_dirty_grid_with_the_trigger_and_a_deadline_bound_timeout(re
     assert abs((timeout - expected).total_seconds()) < 2
 
 
+def test_a_deadline_beyond_airflows_default_sensor_timeout_bounds_the_deferral(replay_at: ReplayAt) -> None:
+    """Was min(7 days, ...): a deadline 8 days out ended in a sensor timeout, not in on_deadline."""
+    replay = replay_at("2023-06-05T04:00Z")  # DE 337.31, real time
+    deadline = "2023-06-13T04:00:00+00:00"
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor(deadline=deadline).execute(NO_CONTEXT)
+    expected = replay.wall_time(pd.Timestamp(deadline)) - utcnow() + timedelta(minutes=5)
+    assert abs((deferred.value.timeout - expected).total_seconds()) < 2
+
+
+def test_poke_mode_waits_past_the_default_sensor_timeout_until_the_deadline(
+    replay_at: ReplayAt, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW__SENSORS__DEFAULT_TIMEOUT", "0.2")  # Airflow's 7 days, shorter than the wait
+    replay_at("2023-06-05T04:00Z", speed=3600)  # dirty until the deadline, one wall second away
+    result = sensor(deferrable=False, poke_interval=0.1, deadline="2023-06-05T05:00Z").execute(NO_CONTEXT)
+    assert result["status"] == "deadline"  # was AirflowSensorTimeout after 0.2 s
+
+
+def test_an_explicit_shorter_timeout_still_ends_the_wait(replay_at: ReplayAt) -> None:
+    replay_at("2023-06-05T04:00Z")  # DE 337.31, real time: the deadline is hours away
+    with pytest.raises(TaskDeferred) as deferred:
+        sensor(deadline="2023-06-05T20:00Z", timeout=3600).execute(NO_CONTEXT)
+    assert deferred.value.timeout == timedelta(hours=1)
+    with pytest.raises(AirflowSensorTimeout, match=r"exceeds the specified timeout of 0\.2"):
+        sensor(deferrable=False, poke_interval=0.1, timeout=0.2, deadline="2023-06-05T20:00Z").execute(
+            NO_CONTEXT
+        )
+
+
 def test_a_green_grid_releases_at_once_without_deferring(replay_at: ReplayAt) -> None:
     replay_at("2023-06-05T11:00Z")  # DE 186.18
     result = sensor().execute(NO_CONTEXT)
@@ -84,6 +119,15 @@ def test_templated_thresholds_rendered_to_strings_are_read(replay_at: ReplayAt) 
     by_percentile = sensor(max_intensity=None, percentile="30", history_days="7").execute(NO_CONTEXT)
     week = embedded.load("DE").values["2023-05-29T11:00Z":"2023-06-05T10:00Z"]
     assert by_percentile["threshold"] == pytest.approx(week.quantile(0.30))  # history_days="7": a TypeError
+
+
+def test_percentile_and_history_days_are_templated(replay_at: ReplayAt) -> None:
+    replay_at("2023-06-05T11:00Z")
+    op = sensor(max_intensity=None, percentile="{{ params.p }}", history_days="{{ params.days }}")
+    rendering: Any = {"params": {"p": 30, "days": 7}}
+    op.render_template_fields(rendering)  # as the worker does before execute: both render to strings
+    week = embedded.load("DE").values["2023-05-29T11:00Z":"2023-06-05T10:00Z"]
+    assert op.execute(NO_CONTEXT)["threshold"] == pytest.approx(week.quantile(0.30))
 
 
 @pytest.fixture

@@ -211,3 +211,12 @@ def test_on_outage_is_accepted_and_mapped_to_the_strategy(tmp_path: Path, replay
     both = {**threshold, "on_error": "run"}
     with pytest.raises(AirflowFailException, match="not both"):
         operator(tmp_path, strategy="threshold", strategy_kwargs=both, on_outage="open").execute(NO_CONTEXT)
+
+
+@pytest.mark.parametrize("given", [["x"], "percentile=30"])
+def test_strategy_kwargs_that_are_no_mapping_are_refused_naming_them(tmp_path: Path, given: Any) -> None:
+    """Were a raw ValueError from dict() when the DAG file was parsed."""
+    with pytest.raises(
+        InvalidInputError, match=r"strategy_kwargs must be a mapping \(a JSON object\).*got the"
+    ):
+        operator(tmp_path, strategy="adaptive", strategy_kwargs=given)

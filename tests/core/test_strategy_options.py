@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from carbon_sensors.errors import CarbonAwareError, InvalidInputError
 from carbon_sensors.options import duration
 from carbon_sensors.providers.trace import TraceProvider
-from carbon_sensors.strategies import STRATEGIES, STRATEGY_OPTIONS, build_strategy
+from carbon_sensors.strategies import STRATEGIES, STRATEGY_OPTIONS, build_strategy, with_outage_policy
 
 SOURCE = TraceProvider()
 THRESHOLD = {"pause_above": 250, "resume_below": 200, "max_pause": "6h"}
@@ -83,6 +83,19 @@ def test_days_of_history_must_be_positive_and_bounded(name: str, options: dict[s
     key = "days" if name == "adaptive" else "history_days"
     with pytest.raises(InvalidInputError, match=rf"{key}=.* must be more than 0 and at most 36500 days"):
         build_strategy(name, SOURCE, "DE", options)
+
+
+@pytest.mark.parametrize(
+    ("options", "given"),
+    [(["x"], r"the list \['x'\]"), ("percentile=30", r"the str 'percentile=30'"), ('{"percentile": 30}', "the str")],
+)  # fmt: skip
+def test_options_that_are_no_mapping_are_refused_naming_what_was_given(options: Any, given: str) -> None:
+    """Were a raw ValueError from dict(): 'dictionary update sequence element #0 has length 1'."""
+    expected = rf'must be a mapping \(a JSON object\).*\{{"percentile": 30\}}; got {given}'
+    with pytest.raises(InvalidInputError, match=rf"the options of strategy='adaptive' {expected}"):
+        build_strategy("adaptive", SOURCE, "DE", options)
+    with pytest.raises(InvalidInputError, match=rf"strategy options {expected}"):
+        with_outage_policy(options, "open")  # the Prefect task's path, before the strategy is built
 
 
 def test_numbers_and_booleans_from_rendered_templates_are_read() -> None:
