@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from carbon_sensors.errors import CheckpointError
+from carbon_sensors.errors import CheckpointError, InvalidInputError
 from carbon_sensors.paths import confine, is_object_storage
 
 if TYPE_CHECKING:  # torch: imported when a task trains, not when a DAG or flow file is loaded
@@ -27,6 +27,21 @@ if TYPE_CHECKING:  # torch: imported when a task trains, not when a DAG or flow 
 
 TIMELINE = "emissions.jsonl"
 LATEST = "latest"
+
+
+def _check_location(location: str | None) -> None:
+    """Refuse a `checkpoint_dir` no folder can have, by name, before it becomes a confusing path error.
+
+    "" (or blanks) would mean the worker's current folder, and a NUL byte makes every OS call fail.
+    """
+    if location is None:
+        return
+    why = "holds a NUL byte" if "\0" in location else "is empty" if not location.strip() else ""
+    if why:
+        raise InvalidInputError(
+            f"checkpoint_dir={location!r} {why}; give a local folder (e.g. '/data/checkpoints'), an "
+            "object-storage URL (e.g. 's3://bucket/prefix'), or None for a folder under the system temp dir"
+        )
 
 
 class CheckpointStore:
@@ -38,6 +53,7 @@ class CheckpointStore:
         `run_key` is a relative key of safe segments (`carbon_sensors.paths.run_key`), or "" for the
         location itself; one that would leave the store's folder is refused.
         """
+        _check_location(location)
         scratch = Path(tempfile.gettempdir()) / "carbon-aware-checkpoints"
         confine(scratch / run_key, scratch, "checkpoint run key")
         self.remote = location is not None and is_object_storage(location)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from carbon_sensors import charts
+from carbon_sensors.errors import InvalidInputError
 from carbon_sensors.signal import IntensitySignal
 
 
@@ -64,8 +65,18 @@ def plot_signal(
     now: datetime | None = None,
 ) -> Path:
     """Draw the signal (its prediction interval, if any, "now" and any chosen run windows) to a PNG file."""
+    png = charts.forecast_chart(signal, now=now, windows=windows, title=title or signal.label, fmt="png")
+    return write_plot(path, png)
+
+
+def write_plot(path: str | Path, png: bytes) -> Path:
+    """Write `--plot`'s PNG; a path that cannot take it is the CLI's usual error (exit 2), not a traceback."""
     out = Path(path)
-    out.write_bytes(
-        charts.forecast_chart(signal, now=now, windows=windows, title=title or signal.label, fmt="png")
-    )
+    try:
+        out.write_bytes(png)
+    except OSError as exc:
+        raise InvalidInputError(
+            f"--plot {str(path)!r} cannot be written ({exc.strerror or exc}); "
+            "give a PNG file path in an existing folder you can write to, e.g. --plot plan.png"
+        ) from exc
     return out

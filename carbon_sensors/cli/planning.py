@@ -10,7 +10,13 @@ import pandas as pd
 
 from carbon_sensors import charts, embedded
 from carbon_sensors.backtest import SHIPPED, BacktestConfig, Trace, run_backtest
-from carbon_sensors.cli.output import add_output_options, plot_signal, print_json, print_table
+from carbon_sensors.cli.output import (
+    add_output_options,
+    plot_signal,
+    print_json,
+    print_table,
+    write_plot,
+)
 from carbon_sensors.errors import InvalidInputError
 from carbon_sensors.forecast.combine import assemble_forecast
 from carbon_sensors.forecast.issues import read_forecast_issues
@@ -118,6 +124,10 @@ def run_plan(args: argparse.Namespace) -> int:
 
 
 def run_backtest_command(args: argparse.Namespace) -> int:
+    if args.seed < 0:  # numpy's generators refuse it, but only after the traces are read and in its words
+        raise InvalidInputError(
+            f"--seed {args.seed} is negative; give a whole number 0 or more, e.g. --seed 0"
+        )
     traces = [Trace(z, embedded.load(z, dataset=args.dataset)) for z in args.zone]
     if args.use_trace_forecast:
         traces = [
@@ -148,8 +158,7 @@ def run_backtest_command(args: argparse.Namespace) -> int:
         print_json(report)
         return 0
     if args.plot:
-        Path(args.plot).write_bytes(charts.savings_chart(report))
-        print(f"wrote {args.plot}")
+        print(f"wrote {write_plot(args.plot, charts.savings_chart(report))}")
         return 0
     rows = []
     for policy, kinds in report["mean"].items():

@@ -192,20 +192,26 @@ class RetryPolicy:
         return float(min(self.backoff * 2.0**attempt, self.max_backoff))
 
 
+RETRY_AFTER_CAP = 7 * 24 * 3600.0
+"""The longest Retry-After we take as stated (a week, past any rate-limit window the APIs use): a larger one,
+even digits that overflow to inf, reads as this, so `retry_after` stays a number a scheduler can add to a time."""
+
+
 def retry_after_seconds(value: str | None, now: pd.Timestamp) -> float | None:
-    """Parse a Retry-After header: delta-seconds or an HTTP date; None when absent or unreadable."""
+    """Parse a Retry-After header: delta-seconds or an HTTP date, at most `RETRY_AFTER_CAP`; None when
+    absent or unreadable."""
     if not value:
         return None
     text = value.strip()
-    if text.isdigit():
-        return float(text)
+    if text.isascii() and text.isdigit():  # str.isdigit alone passes '²', which float() refuses
+        return min(float(text), RETRY_AFTER_CAP)
     try:
         when = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
         return None
-    return max(0.0, float((pd.Timestamp(when) - now).total_seconds()))
+    return min(max(0.0, float((pd.Timestamp(when) - now).total_seconds())), RETRY_AFTER_CAP)
 
 
 FOLLOW_REDIRECTS = False

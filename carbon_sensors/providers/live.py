@@ -31,6 +31,7 @@ from carbon_sensors.errors import (
 )
 from carbon_sensors.providers.cache import TTLCache, shared_cache
 from carbon_sensors.providers.http import (
+    RETRY_AFTER_CAP,
     AsyncTransport,
     Exchange,
     Response,
@@ -312,7 +313,7 @@ class LiveProvider(ABC):
         if status == 429:
             wait = retry_after_seconds(response.headers.get("Retry-After"), response.received_at)
             self.fail(
-                RateLimitedError, zone, f"rate limited ({detail}); retry after {wait}s", retry_after=wait
+                RateLimitedError, zone, f"rate limited ({detail}); {_retry_text(wait)}", retry_after=wait
             )
         if status >= 500:
             self.fail(ProviderUnavailableError, zone, f"server error after retries ({detail})")
@@ -414,14 +415,17 @@ class LiveProvider(ABC):
         self.fail(EmptyDataError, zone, f"no data between {lo.isoformat()} and {hi.isoformat()} (got {span})")
 
     def field(self, zone: str, what: str, read: Callable[[], T]) -> T:
-        """Run a parser step that reads `what`; a missing key or bad shape becomes MalformedResponseError."""
+        """Run a parser step that reads `what`; a missing key or bad shape becomes MalformedResponseError.
+
+        The cause is in brackets, not after "{what}: ": redaction masks the word after "token: " as a secret.
+        """
         try:
             return read()
         except PARSE_ERRORS as exc:
             self.fail(
                 MalformedResponseError,
                 zone,
-                f"unexpected response shape reading {what}: {type(exc).__name__}: {str(exc)[:200]}",
+                f"unexpected response shape reading {what} ({type(exc).__name__}: {str(exc)[:200]})",
             )
 
     def bad_field(self, zone: str, name: str, value: Any, expected: str) -> NoReturn:
@@ -479,6 +483,14 @@ def api_message(response: Response) -> str:
 def _names_zone(said: str, zone: str) -> bool:
     text = said.lower()
     return zone.lower() in text or any(word in text for word in ("zone", "region", "postcode"))
+
+
+def _retry_text(wait: float | None) -> str:
+    """When to try again, in words: the API may not have said, or said more than we take (`RETRY_AFTER_CAP`)."""
+    if wait is None:
+        return "the API did not say when to retry (no usable Retry-After header)"
+    text = f"{wait:.0f} s" if wait < 120 else _age_text(pd.Timedelta(seconds=wait))
+    return f"retry after {text}" + (" or more" if wait >= RETRY_AFTER_CAP else "")
 
 
 def _age_text(age: pd.Timedelta) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
+from carbon_sensors.checkpoint_store import CheckpointStore
 from carbon_sensors.errors import InvalidInputError, UnsafePathError
 from carbon_sensors.paths import confine, run_key, safe_segment
 from carbon_sensors.training import find_checkpoint, save_checkpoint
@@ -87,3 +89,14 @@ def test_a_resume_path_outside_the_store_is_refused(path: str, root: str) -> Non
 def test_a_resume_path_inside_the_store_is_normalised(tmp_path: Path) -> None:
     assert confine("s3://c@b/p/x/../c.pt", "s3://c@b/p/", "resume") == "s3://c@b/p/c.pt"
     assert confine(tmp_path / "a" / ".." / "c.pt", tmp_path, "resume") == str(tmp_path.resolve() / "c.pt")
+
+
+@pytest.mark.parametrize(
+    ("location", "why"), [("", "is empty"), ("  ", "is empty"), ("ck\0pt", "NUL"), ("s3://b/p\0x", "NUL")]
+)
+def test_an_unusable_checkpoint_dir_is_refused_by_name(location: str, why: str) -> None:
+    with pytest.raises(
+        InvalidInputError, match=rf"checkpoint_dir={re.escape(repr(location))} .*{why}"
+    ) as info:
+        CheckpointStore(location, "dag/run/train")
+    assert "object-storage URL" in str(info.value) and not isinstance(info.value, UnsafePathError)

@@ -43,3 +43,10 @@ def test_plan_plot_and_bad_deadline(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     code = main(["plan", "--zone", "DE", "--duration", "30h", "--deadline", "2023-06-02T06:00Z"])
     assert code == 2 and "duration" in capsys.readouterr().err
+
+
+def test_backtest_refuses_a_negative_seed_and_no_jobs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["backtest", "--zone", "DE", "--jobs", "3", "--seed", "-1"]) == 2
+    assert "--seed -1 is negative; give a whole number 0 or more" in capsys.readouterr().err
+    assert main(["backtest", "--zone", "DE", "--jobs", "0"]) == 2
+    assert "jobs=0 must be a positive number" in capsys.readouterr().err

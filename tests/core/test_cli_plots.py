@@ -18,3 +18,16 @@ def test_backtest_plot_draws_the_report(tmp_path: Path, capsys: pytest.CaptureFi
     with pytest.raises(SystemExit) as refused:  # one output at a time
         main([*args, "--json", "--plot", str(png)])
     assert refused.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["missing-folder/x.png", "."])
+def test_an_unwritable_plot_path_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    png = tmp_path / where  # a folder that does not exist, or a folder itself
+    plan = ["plan", "--zone", "DE", "--duration", "3h", "--deadline", "2023-06-02T06:00Z"]
+    backtest = ["backtest", "--zone", "DE", "--jobs", "3"]
+    for args in (plan, backtest):
+        assert main([*args, "--plot", str(png)]) == 2
+        err = capsys.readouterr().err
+        assert f"--plot {str(png)!r} cannot be written" in err and "existing folder" in err

@@ -25,6 +25,7 @@ from carbon_sensors.errors import (
     UnknownProviderZoneError,
 )
 from carbon_sensors.providers.electricitymaps import ElectricityMapsProvider
+from carbon_sensors.providers.http import RETRY_AFTER_CAP
 from carbon_sensors.providers.uk import UKCarbonIntensityProvider
 from carbon_sensors.providers.watttime import WattTimeProvider
 
@@ -215,6 +216,23 @@ def test_429_asking_longer_than_allowed_is_an_error_at_once(api: HTTPServer, mod
     assert isinstance(error, RateLimitedError)
     assert error.retry_after == 3600.0
     assert_names(error, "uk", "GB", "429", "rate limited")
+
+
+@pytest.mark.parametrize(
+    ("header", "said", "kept"),
+    [
+        ({}, "the API did not say when to retry", None),
+        ({"Retry-After": "9" * 400}, "retry after 7.0 days or more", RETRY_AFTER_CAP),
+        ({"Retry-After": "3600"}, "retry after 60 min", 3600.0),
+    ],
+)
+def test_429_says_when_to_retry_in_words(
+    api: HTTPServer, mode: str, header: dict[str, str], said: str, kept: float | None
+) -> None:
+    api.expect_request("/intensity").respond_with_data("slow down", status=429, headers=header)
+    error = raised(mode, uk(url_of(api)), "latest", "GB")
+    assert isinstance(error, RateLimitedError) and error.retry_after == kept
+    assert said in str(error) and "None" not in str(error) and "inf" not in str(error)
 
 
 def test_500_then_success(api: HTTPServer, mode: str) -> None:

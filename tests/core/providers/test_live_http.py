@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pandas as pd
 
-from carbon_sensors.providers.http import Request, Response, RetryPolicy, Secret, retry_after_seconds
+from carbon_sensors.providers.http import (
+    RETRY_AFTER_CAP,
+    Request,
+    Response,
+    RetryPolicy,
+    Secret,
+    retry_after_seconds,
+)
 
 NOW = pd.Timestamp("2024-06-18T18:40:00Z")
 
@@ -27,6 +34,12 @@ def test_retry_after_as_seconds_or_http_date() -> None:
     assert retry_after_seconds("Tue, 18 Jun 2024 18:39:00 GMT", NOW) == 0.0
     assert retry_after_seconds("soon", NOW) is None
     assert retry_after_seconds(None, NOW) is None
+
+
+def test_an_absurd_retry_after_is_capped_and_odd_digits_are_unreadable() -> None:
+    assert retry_after_seconds("9" * 400, NOW) == RETRY_AFTER_CAP  # float() alone: inf
+    assert retry_after_seconds("Fri, 31 Dec 9999 23:59:59 GMT", NOW) == RETRY_AFTER_CAP
+    assert retry_after_seconds("\u00b2", NOW) is None  # '²' passes str.isdigit, then float() raised
 
 
 def test_retry_policy_backs_off_on_5xx_and_honours_429() -> None:

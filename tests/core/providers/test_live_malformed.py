@@ -165,6 +165,14 @@ def test_threshold_strategy_fails_open_on_a_malformed_payload(
     assert "fail open" in decision.reason
 
 
+def test_a_malformed_login_names_the_field_and_keeps_the_cause_readable(api: HTTPServer) -> None:
+    """Redaction masks the word after "token: ", so a cause written there lost its exception name."""
+    api.expect_request("/login").respond_with_json([{"token": "not here"}])
+    with pytest.raises(MalformedResponseError) as info:
+        watttime(url_of(api)).latest("CAISO_NORTH")
+    assert "reading token (TypeError: list indices must be integers" in str(info.value), str(info.value)
+
+
 def zone_of(provider: LiveProvider) -> str:
     return {"watttime": "CAISO_NORTH", "electricitymaps": "DE", "uk": "GB"}[provider.name]
 
