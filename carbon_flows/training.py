@@ -56,6 +56,7 @@ from carbon_sensors.deadline import resume_margin, upper_work
 from carbon_sensors.decision import Strategy
 from carbon_sensors.emissions import read_jsonl, report_summary
 from carbon_sensors.errors import CarbonAwareError, InvalidInputError
+from carbon_sensors.options import option_mapping
 from carbon_sensors.paths import run_key
 from carbon_sensors.providers.base import IntensitySource
 from carbon_sensors.timeutil import parse_duration, parse_utc, utcnow
@@ -149,7 +150,7 @@ def strategy_options_for(
         )
     if name == "threshold":
         given.setdefault("max_pause", DEFAULT_MAX_PAUSE)
-    return {**given, **(extra or {})}
+    return {**given, **option_mapping(extra, "strategy_options")}
 
 
 def inherited_paused_since() -> str | None:

@@ -460,6 +460,8 @@ def test_threshold_shortcuts_belong_to_threshold_only() -> None:
     }  # fmt: skip
     with pytest.raises(InvalidInputError, match=r"\['pause_above'\] apply to strategy='threshold' only"):
         strategy_options_for("adaptive", pause_above=300.0, extra={"percentile": 30, "days": 7})
+    with pytest.raises(InvalidInputError, match=r"strategy_options must be a mapping .* got the list"):
+        strategy_options_for("adaptive", extra=["percentile", 30])  # type: ignore[arg-type]
 
 
 def test_training_bad_zone_fails_before_training_and_a_late_run_trains_at_once(
