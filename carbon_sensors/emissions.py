@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from carbon_sensors.atomic import atomic_write_text
+from carbon_sensors.atomic import atomic_write, atomic_write_text
 from carbon_sensors.errors import CarbonAwareError, InvalidInputError, TraceError
 from carbon_sensors.providers.base import IntensitySource
 from carbon_sensors.signal import UNIT, IntensitySignal, SignalKind
@@ -476,7 +476,8 @@ def merge_timeline(target: Path, other: Path) -> None:
     lacks; merged this way, nothing is lost and nothing counted twice (see `EmissionsLedger.absorb`).
     """
     if not target.is_file():
-        atomic_write_text(target, other.read_text(encoding="utf-8"))
+        data = other.read_bytes()  # copied as bytes: a damaged copy is reported when read, by read_jsonl
+        atomic_write(target, lambda out: out.write(data))
         return
     mine = read_jsonl(target)
     mine.jsonl_path = target

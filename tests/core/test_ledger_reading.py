@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from carbon_sensors.emissions import EmissionsLedger, read_jsonl
+from carbon_sensors.emissions import EmissionsLedger, merge_timeline, read_jsonl
 from carbon_sensors.errors import TraceError
 
 T0 = pd.Timestamp("2023-06-01T00:00Z")
@@ -83,3 +83,14 @@ def test_a_timeline_that_is_not_utf8_names_file_and_line(tmp_path: Path) -> None
     with pytest.raises(TraceError, match=r"t\.jsonl, line 3: byte 0xe9 is not UTF-8 text") as info:
         read_jsonl(path)
     assert str(path) in str(info.value)
+
+
+def test_merging_into_no_timeline_copies_it_byte_for_byte(tmp_path: Path) -> None:
+    """The mirror's first copy of a published timeline: bytes, so a damaged one is named when read, not a raw
+    UnicodeDecodeError while copying."""
+    published, local = tmp_path / "published.jsonl", tmp_path / "local.jsonl"
+    published.write_bytes(("\n".join(good_lines()[:2]) + "\n").encode() + b"\xe9\n")
+    merge_timeline(local, published)
+    assert local.read_bytes() == published.read_bytes()
+    with pytest.raises(TraceError, match=r"local\.jsonl, line 3"):
+        read_jsonl(local)
