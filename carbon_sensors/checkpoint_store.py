@@ -87,6 +87,15 @@ class CheckpointStore:
             self._mirror = CheckpointMirror(fs, root, self.location, self.local_dir)
         return self._mirror
 
+    def _newer_than(self, name: str) -> bool:
+        """Whether the store holds a checkpoint of a later step than the one named `name`."""
+        from carbon_sensors.training.checkpoint import checkpoint_step, list_checkpoints  # torch
+
+        step = checkpoint_step(name)
+        names = self.mirror.published() if self.remote else [p.name for p in list_checkpoints(self.local_dir)]
+        steps = [s for s in map(checkpoint_step, names) if s is not None]
+        return step is not None and bool(steps) and max(steps) > step
+
     def on_checkpoint(self, checkpoint: Path, timeline: Path) -> None:
         """The runner's hook: publish each checkpoint (and the timeline) as it is written."""
         if self.remote:
@@ -103,18 +112,23 @@ class CheckpointStore:
     def resume_point(self, published: str | None) -> str | Path:
         """What the runner resumes from: the checkpoint `published` (after a pause), else "latest".
 
-        Remote: the checkpoint(s) and timeline are pulled into the staging folder first. Local: a pause's
-        checkpoint missing here means the training moved to a machine that cannot see the folder.
-        `published` came back from outside (deferral kwargs, flow parameters), which others can write: it
-        must lie inside this store's folder or bucket prefix, else UnsafePathError.
+        A checkpoint newer than `published` in the store wins: a rescheduled run that trained on from the
+        pause's checkpoint and then crashed is rerun with the same parameters, and must resume from where it
+        got to (the pause's checkpoint may be pruned by then). Remote: the checkpoint(s) and timeline are
+        pulled into the staging folder first. Local: a pause's checkpoint missing here means the training
+        moved to a machine that cannot see the folder. `published` came back from outside (deferral kwargs,
+        flow parameters), which others can write: it must lie inside this store's folder or bucket prefix,
+        else UnsafePathError.
         """
-        if published is None:
+        inside = None if published is None else confine(published, self.location, "resume checkpoint")
+        name = None if inside is None else inside.rstrip("/").rsplit("/", 1)[-1]
+        if name is None or self._newer_than(name):
             if self.remote:
                 self.mirror.pull()
             return LATEST
-        inside = confine(published, self.location, "resume checkpoint")
+        assert inside is not None
         if self.remote:
-            pulled = self.mirror.pull(inside.rstrip("/").rsplit("/", 1)[-1])
+            pulled = self.mirror.pull(name)
             assert pulled is not None
             return pulled
         if not Path(inside).is_file():

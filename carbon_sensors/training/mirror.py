@@ -37,7 +37,7 @@ class CheckpointMirror:
         self.fs.put_file(str(checkpoint), f"{self.root}/{checkpoint.name}")
         if timeline.is_file():
             self.fs.put_file(str(timeline), f"{self.root}/{TIMELINE_NAME}")
-        for old in self._published()[: -self.keep_last]:
+        for old in self.published()[: -self.keep_last]:
             self.fs.rm_file(f"{self.root}/{old}")
 
     def pull(self, only: str | None = None) -> Path | None:
@@ -46,7 +46,7 @@ class CheckpointMirror:
         Returns the local file of `only`, else None. A checkpoint already staged is not downloaded again.
         """
         self.local_dir.mkdir(parents=True, exist_ok=True)
-        published = self._published()
+        published = self.published()
         for stale in (p for p in list_checkpoints(self.local_dir) if p.name not in published):
             stale.unlink()  # staged by an attempt whose upload never happened: the store is the truth
         names = [only] if only is not None else published[-self.keep_last :]
@@ -61,7 +61,7 @@ class CheckpointMirror:
                 merge_timeline(self.local_dir / TIMELINE_NAME, copy)
         return None if only is None else self.local_dir / only
 
-    def _published(self) -> list[str]:
+    def published(self) -> list[str]:
         """Names of the published checkpoints, oldest step first."""
         self.fs.invalidate_cache(self.root)
         if not self.fs.exists(self.root):

@@ -75,3 +75,19 @@ def test_a_pause_checkpoint_missing_on_a_local_store_names_shared_or_object_stor
         store.resume_point(str(elsewhere))
     assert "shared storage" in str(error.value) and "object storage" in str(error.value)
     assert "step 0" not in str(error.value)
+
+
+def test_a_rerun_handed_a_stale_pause_checkpoint_resumes_from_the_newest(tmp_path: Path) -> None:
+    """Reproduced: a rescheduled run resumed from its pause's checkpoint (step 4), trained on and crashed; its
+    rerun gets the same resume_from, long pruned, and failed (remote: FileNotFoundError) every try."""
+    store = CheckpointStore(str(tmp_path / "shared"), "flow/training")
+    monitor = PowerMonitor([EstimateMeter()], start=False)
+    TrainingRunner(build_job(1, epochs=2), checkpoint_dir=store.local_dir, checkpoint_every_steps=4,
+                   monitor=monitor, measure_every_seconds=0.0).run()  # fmt: skip
+    pause = Path(store.location) / "checkpoint-0000000004.pt"
+    newest = Path(store.location) / "checkpoint-0000000016.pt"
+    assert not pause.exists() and newest.is_file()  # the pause's checkpoint was pruned
+    assert store.resume_point(str(pause)) == "latest"
+    assert store.resume_point(str(newest)) == newest  # the newest named: resumed from as it is
+    resumed = TrainingRunner(build_job(1, epochs=2), checkpoint_dir=store.local_dir, monitor=monitor)
+    assert resumed.run(resume_from=store.resume_point(str(pause))).started_at_step == 16
