@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -463,10 +463,34 @@ class EmissionsLedger:
 
     def _append(self, record: dict[str, Any]) -> None:
         if self.jsonl_path is not None and self.jsonl_path.exists():
-            with self.jsonl_path.open("a", encoding="utf-8") as fh:
-                fh.write(json.dumps(record) + "\n")
+            with self.jsonl_path.open("r+b") as fh:
+                _cut_torn_tail(fh)
+                fh.write((json.dumps(record) + "\n").encode("utf-8"))
                 fh.flush()  # on disk before training goes on: a killed run keeps its energy to here
                 os.fsync(fh.fileno())
+
+
+def _cut_torn_tail(fh: BinaryIO) -> None:
+    """Leave `fh` at the end of its last whole line: a process killed mid-append tears the last one, which
+    `read_jsonl` skips, and a record appended right after it would be glued to it into a line nobody reads."""
+    end = fh.seek(0, os.SEEK_END)
+    if end == 0:
+        return
+    fh.seek(end - 1)
+    if fh.read(1) == b"\n":
+        return
+    cut, pos = 0, end  # 0 if no newline at all: the one line there is torn
+    while pos > 0:
+        start = max(0, pos - 65536)
+        fh.seek(start)
+        newline = fh.read(pos - start).rfind(b"\n")
+        if newline >= 0:
+            cut = start + newline + 1
+            break
+        pos = start
+    log.warning("%s: dropped a torn last line (%d bytes) before appending", fh.name, end - cut)
+    fh.truncate(cut)
+    fh.seek(cut)
 
 
 def merge_timeline(target: Path, other: Path) -> None:

@@ -94,3 +94,16 @@ def test_merging_into_no_timeline_copies_it_byte_for_byte(tmp_path: Path) -> Non
     assert local.read_bytes() == published.read_bytes()
     with pytest.raises(TraceError, match=r"local\.jsonl, line 3"):
         read_jsonl(local)
+
+
+def test_records_appended_after_a_torn_last_line_stay_readable(tmp_path: Path) -> None:
+    """Reproduced: a worker killed mid-append tore the last line; the retry appended right after it, gluing
+    the next record to it mid-file, and every later read of the timeline failed ('not JSON')."""
+    lines = good_lines()
+    published, local = tmp_path / "published.jsonl", tmp_path / "local.jsonl"
+    published.write_text("\n".join(lines) + "\n")
+    local.write_text("\n".join(lines[:2]) + "\n" + lines[2][: len(lines[2]) // 2])  # torn mid-record
+    merge_timeline(local, published)  # the retry's pull: appends what the local copy lacks
+    merged, whole = read_jsonl(local), read_jsonl(published)
+    assert len(merged.pauses) == len(whole.pauses) == 1 and merged.notes == whole.notes
+    assert merged.report().energy_kwh == whole.report().energy_kwh
