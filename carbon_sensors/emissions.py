@@ -93,6 +93,7 @@ class IntensityLookup:
         self._asked_until: pd.Timestamp | None = None
         self._asked_from: pd.Timestamp | None = None
         self._last_known: IntensityValue | None = None
+        self._last_known_end: pd.Timestamp | None = None  # the end of the newest period it was found for
 
     def _fetch(self, start: pd.Timestamp, end: pd.Timestamp) -> None:
         assert self.source is not None and self.zone is not None
@@ -125,7 +126,9 @@ class IntensityLookup:
                 self._signal.kind.value,
                 None if coverage >= 0.999 else FALLBACK_PARTIAL,
             )
-            self._last_known = found
+            if self._last_known_end is None or hi >= self._last_known_end:
+                # the newest value, not the latest asked: a run-now twin's lookup is hours earlier
+                self._last_known, self._last_known_end = found, hi
             return found
         if self._last_known is not None:
             return IntensityValue(

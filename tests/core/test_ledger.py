@@ -94,6 +94,19 @@ def test_real_recorded_intensity_hand_computed() -> None:
     assert report.intensity_sources == [de.source]
 
 
+def test_the_last_known_value_is_the_newest_not_the_run_now_twins() -> None:
+    """Reproduced: past the data's end an interval took the run-now twin's intensity (500, at submission)
+    as its 'last known' value instead of the newest actual (100), overstating emissions, understating avoided."""
+    signal = hourly([500] * 5 + [100] * 5)  # dirty at submission, clean from 05:00; data ends at 10:00
+    lookup = IntensityLookup(TraceProvider(signals={signal.zone: signal}), signal.zone, refetch_seconds=0)
+    ledger = EmissionsLedger(zone=signal.zone, submitted_at=at(0), lookup=lookup)
+    for k in range(4):  # 09:00-11:00 in half hours, 1 kWh each; the last two have no data
+        ledger.add_energy(at(9 + k / 2), at(9.5 + k / 2), {"cpu": KWH}, {"cpu": "rapl"})
+    assert [i.intensity for i in ledger.intervals] == [100.0] * 4
+    report = ledger.report()
+    assert report.emissions_g == pytest.approx(400.0) and report.avoided_g == pytest.approx(1600.0)
+
+
 def test_missing_data_falls_back_visibly(tmp_path: Path) -> None:
     ledger = ledger_for(hourly([100, 300]))  # data ends at 02:00
     ledger.add_energy(at(0.5), at(1.5), {"cpu": KWH}, {"cpu": "rapl"})
