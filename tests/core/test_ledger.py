@@ -97,7 +97,7 @@ def test_real_recorded_intensity_hand_computed() -> None:
 def test_the_last_known_value_is_the_newest_not_the_run_now_twins() -> None:
     """Reproduced: past the data's end an interval took the run-now twin's intensity (500, at submission)
     as its 'last known' value instead of the newest actual (100), overstating emissions, understating avoided."""
-    signal = hourly([500] * 5 + [100] * 5)  # dirty at submission, clean from 05:00; data ends at 10:00
+    signal = hourly([500.0] * 5 + [100.0] * 5)  # dirty at submission, clean from 05:00; data ends at 10:00
     lookup = IntensityLookup(TraceProvider(signals={signal.zone: signal}), signal.zone, refetch_seconds=0)
     ledger = EmissionsLedger(zone=signal.zone, submitted_at=at(0), lookup=lookup)
     for k in range(4):  # 09:00-11:00 in half hours, 1 kWh each; the last two have no data
