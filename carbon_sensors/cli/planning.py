@@ -18,7 +18,7 @@ from carbon_sensors.cli.output import (
     write_plot,
 )
 from carbon_sensors.errors import InvalidInputError
-from carbon_sensors.forecast.combine import assemble_forecast
+from carbon_sensors.forecast.combine import MODEL_HISTORY_DAYS, assemble_forecast
 from carbon_sensors.forecast.issues import read_forecast_issues
 from carbon_sensors.planner import Plan, plan_slots, plan_window
 from carbon_sensors.providers.trace import TraceProvider
@@ -42,7 +42,10 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     plan.add_argument("--interruptible", action="store_true", help="the job may pause and resume")
     plan.add_argument("--min-chunk", default="1h", help="shortest run of an interruptible job (default 1h)")
     plan.add_argument(
-        "--history-days", type=float, default=56, help="history our model is fitted on (default 56)"
+        "--history-days",
+        type=float,
+        default=MODEL_HISTORY_DAYS,
+        help=f"history our model is fitted on (default {MODEL_HISTORY_DAYS}, as the operators')",
     )
     plan.add_argument("--trace", help="read this trace file instead of the embedded data")
     add_output_options(plan, "forecast, interval and chosen window")

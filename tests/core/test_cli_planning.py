@@ -9,6 +9,9 @@ import pandas as pd
 import pytest
 
 from carbon_sensors.cli import main
+from carbon_sensors.forecast.combine import assemble_forecast, horizon_to
+from carbon_sensors.planner import plan_window
+from carbon_sensors.providers.trace import TraceProvider
 
 
 def test_plan_json_finishes_by_the_deadline(capsys: pytest.CaptureFixture[str]) -> None:
@@ -20,6 +23,21 @@ def test_plan_json_finishes_by_the_deadline(capsys: pytest.CaptureFixture[str]) 
     assert main([*args, "--interruptible", "--min-chunk", "2h"]) == 0
     slots = json.loads(capsys.readouterr().out)["slots"]
     assert all(pd.Timestamp(b) - pd.Timestamp(a) >= pd.Timedelta(hours=2) for a, b in slots)
+
+
+def test_plan_is_the_operators_plan(capsys: pytest.CaptureFixture[str]) -> None:
+    """Reproduced: the CLI fitted our model on 56 days where the operators fit it on 120, so `plan` showed
+    another window than the one a CarbonWindowOperator would hold for."""
+    now, deadline = pd.Timestamp("2023-06-01T06:00Z"), pd.Timestamp("2023-06-02T06:00Z")
+    args = ["plan", "--zone", "DE", "--duration", "3h", "--deadline", deadline.isoformat(), "--json"]
+    assert main([*args, "--now", now.isoformat()]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    forecast = assemble_forecast(TraceProvider(), "DE", now, horizon_to(deadline, now))  # the window's
+    expected = plan_window(forecast, duration=pd.Timedelta(hours=3), deadline=deadline, earliest_start=now)
+    assert (shown["start"], shown["expected_intensity"]) == (
+        expected.to_dict()["start"],
+        expected.to_dict()["expected_intensity"],
+    )
 
 
 def test_plan_plot_and_bad_deadline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
