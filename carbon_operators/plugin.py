@@ -85,6 +85,10 @@ app = FastAPI(
     title="Carbon intensity",
     description="Carbon intensity of grid zones for Carbon-Aware-Trainer",
     dependencies=[Depends(REQUIRE_LOGIN)],
+    # FastAPI's docs routes sit outside the login dependency (and load Swagger from a CDN): none served
+    docs_url=None,
+    redoc_url=None,
+    openapi_url=None,
 )
 
 
