@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 from airflow.sdk import BaseOperatorLink
+from airflow.sdk.execution_time.xcom import XCom
 
 from carbon_operators.target import zones_of
 from carbon_sensors.errors import InvalidInputError
@@ -35,13 +36,29 @@ def run_page_url(zone: str, ti_key: TaskInstanceKey) -> str:
 
 
 class CarbonIntensityLink(BaseOperatorLink):
-    """Link from a carbon-aware task to the intensity page of its (first) zone, for the task's run."""
+    """Link from a carbon-aware task to the intensity page of its zone, for the task's run.
+
+    A task with several zones links to the zone its XCom plan chose (else its first zone), so the chart
+    shows the window where it was chosen.
+    """
 
     name = "Carbon intensity"
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
         try:
-            zone: str | None = zones_of(getattr(operator, "zone", None), None)[0]
+            zones = zones_of(getattr(operator, "zone", None), None)
         except InvalidInputError:  # no zone on the task: the connection's default, unknown here
-            zone = None
-        return page_url(zone) if zone is None else run_page_url(zone, ti_key)
+            return page_url(None)
+        return run_page_url(chosen_zone(zones, ti_key), ti_key)
+
+
+def chosen_zone(zones: tuple[str, ...], ti_key: TaskInstanceKey) -> str:
+    """The zone of `zones` that the task's return value names; the first when it names none of them.
+
+    Only a task with several zones asks XCom: one zone needs no lookup (and a link can be built off a worker).
+    """
+    if len(zones) == 1:
+        return zones[0]
+    value = XCom.get_value(ti_key=ti_key, key=XCom.XCOM_RETURN_KEY)
+    zone = value.get("zone") if isinstance(value, dict) else None
+    return zone if zone in zones else zones[0]

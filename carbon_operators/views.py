@@ -158,13 +158,16 @@ def training_runs(
     return found
 
 
-def run_marks(session: Session, dag_id: str, run_id: str, task_id: str | None = None) -> RunMarks:
-    """The chosen windows (window operators) and the threshold (sensors) in one run's XCom."""
+def run_marks(session: Session, dag_id: str, run_id: str, zone: str, task_id: str | None = None) -> RunMarks:
+    """The chosen windows (window operators) and the threshold (sensors) in one run's XCom for `zone`.
+
+    A value that names another zone (a multi-zone window that chose elsewhere) is left off `zone`'s chart.
+    """
     windows: list[tuple[pd.Timestamp, pd.Timestamp]] = []
     threshold = None
     for xcom, _ in _return_values(session, dag_id, task_id=task_id, run_ids=[run_id], limit=1):
         value = XComModel.deserialize_value(xcom)
-        if not isinstance(value, dict):
+        if not isinstance(value, dict) or value.get("zone", zone) != zone:
             continue
         if isinstance(value.get("slots"), list) and value["slots"]:
             windows += [(pd.Timestamp(a), pd.Timestamp(b)) for a, b in value["slots"]]
@@ -220,7 +223,7 @@ async def run_page(
         status_of,
     )
 
-    marks = await asyncio.to_thread(run_marks, session, dag_id, run_id, task_id)
+    marks = await asyncio.to_thread(run_marks, session, dag_id, run_id, zone, task_id)
     subject = f"run {run_id} of {dag_id}" + ("" if task_id is None else f", task {task_id}")
     try:
         figure = await intensity_figure(configured_source(), zone, hours, marks, f"{zone}: {subject}")

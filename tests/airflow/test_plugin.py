@@ -23,13 +23,16 @@ from typing import Any
 import pandas as pd
 import pytest
 from airflow.api_fastapi.core_api.datamodels.plugins import ExternalViewResponse
+from airflow.models.xcom import XComModel
 from airflow.sdk import DAG, BaseOperator
+from airflow.sdk.execution_time.xcom import XCom
 from airflow.serialization.serialized_objects import DagSerialization, OperatorSerialization
 from airflow_fixtures import ReplayAt
 from airflow_training_jobs import tiny_job
 from fastapi.testclient import TestClient
 from pytest_httpserver import HTTPServer
 
+from carbon_operators import views
 from carbon_operators.links import CarbonIntensityLink
 from carbon_operators.plugin import PROVIDER_ENV, REQUIRE_LOGIN, CarbonPlugin, app
 from carbon_operators.sensors import CarbonIntensitySensor
@@ -94,6 +97,13 @@ def test_anonymous_callers_get_401_before_any_handler_runs(path: str, httpserver
         response = TestClient(app).get(path)
     assert response.status_code == 401 and response.json() == {"detail": "Not authenticated"}
     assert len(httpserver.log) == 0, "an anonymous request reached the upstream API"
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"])
+def test_no_api_docs_are_served_to_anyone(path: str) -> None:
+    """Reproduced: FastAPI's docs routes sat outside the login dependency, listing the API to anonymous callers."""
+    response = TestClient(app).get(path)
+    assert response.status_code == 404 and "/api/plan" not in response.text
 
 
 # --- page and JSON API on replayed real data ---------------------------------------------------------------
@@ -230,6 +240,14 @@ def test_provider_refusal_is_a_bad_gateway_without_the_secret(
 # --- the task link -----------------------------------------------------------------------------------------
 
 
+@pytest.fixture
+def return_value(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The task's XCom return value as the link reads it on the worker (empty: the task pushed none)."""
+    value: dict[str, Any] = {}
+    monkeypatch.setattr(XCom, "get_value", lambda *, ti_key, key: value if key == "return_value" else None)
+    return value
+
+
 def carbon_operators() -> list[BaseOperator]:
     return [
         CarbonIntensitySensor(task_id="green", zone="DE", max_intensity=300),
@@ -238,7 +256,7 @@ def carbon_operators() -> list[BaseOperator]:
     ]
 
 
-def test_every_carbon_operator_links_to_its_zone_page() -> None:
+def test_every_carbon_operator_links_to_its_zone_page(return_value: dict[str, Any]) -> None:
     for op in carbon_operators():
         [link] = op.operator_extra_links
         assert isinstance(link, CarbonIntensityLink) and link.name == "Carbon intensity"
@@ -256,9 +274,36 @@ def test_every_carbon_operator_links_to_its_zone_page() -> None:
         ("", "/carbon/"),
     ],
 )
-def test_link_quotes_the_first_zone(zone: str | None, url: str) -> None:
+def test_link_quotes_the_first_zone(zone: str | None, url: str, return_value: dict[str, Any]) -> None:
     op = CarbonIntensitySensor(task_id="green", zone=zone, max_intensity=300)
     assert CarbonIntensityLink().get_link(op, ti_key=_ti_key(op)) == url
+
+
+@pytest.mark.parametrize(("chosen", "linked"), [("GB", "GB"), ("FR", "DE"), (None, "DE")])
+def test_multi_zone_window_links_to_the_zone_its_plan_chose(
+    chosen: str | None, linked: str, return_value: dict[str, Any]
+) -> None:
+    op = CarbonWindowOperator(task_id="window", zone=["DE", "GB"], duration="2h")
+    if chosen is not None:
+        return_value["zone"] = chosen
+    run_page = f"/carbon/run?zone={linked}&dag_id=d&run_id=r&task_id=window"
+    assert CarbonIntensityLink().get_link(op, ti_key=_ti_key(op)) == run_page
+
+
+def test_run_marks_draw_each_window_on_its_own_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    values = [
+        {"zone": "GB", "slots": [["2023-06-01T02:00Z", "2023-06-01T04:00Z"]]},
+        {"zone": "DE", "threshold": 300},
+        {"slots": [["2023-06-01T05:00Z", "2023-06-01T06:00Z"]]},  # names no zone: drawn on any
+    ]
+    monkeypatch.setattr(views, "_return_values", lambda *a, **k: [(v, None) for v in values])
+    monkeypatch.setattr(XComModel, "deserialize_value", lambda xcom: xcom)
+    de, gb = (views.run_marks(None, "d", "r", zone) for zone in ("DE", "GB"))  # type: ignore[arg-type]
+    late = (pd.Timestamp("2023-06-01T05:00Z"), pd.Timestamp("2023-06-01T06:00Z"))
+    assert de == views.RunMarks([late], 300.0)
+    assert gb == views.RunMarks(
+        [(pd.Timestamp("2023-06-01T02:00Z"), pd.Timestamp("2023-06-01T04:00Z")), late], None
+    )
 
 
 def test_links_survive_dag_serialisation() -> None:
