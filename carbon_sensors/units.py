@@ -2,7 +2,8 @@
 
 Energy shows as Wh below 1 kWh and as kWh from there; emissions as gCO2eq below 1 kg and as kgCO2eq from
 there; durations in s, min or h; three significant digits, because a report that prints
-0.0001640754904526238 hides its answer.
+0.0001640754904526238 hides its answer. Units and digits are picked after rounding, so 999.6 g shows as
+1.00 kgCO2eq, not 1000 gCO2eq.
 """
 
 from __future__ import annotations
@@ -26,27 +27,32 @@ def rounded(value: float, digits: int = DIGITS) -> float:
 
 
 def significant(value: float, digits: int = DIGITS) -> str:
-    """`value` to `digits` significant digits as text, never in exponent notation."""
+    """`value` to `digits` significant digits as text, never in exponent notation.
+
+    The decimals follow the rounded value, so 9.996 shows as 10.0, not 10.00 (four digits).
+    """
     if value == 0 or not math.isfinite(value):
         return f"{value:g}"
-    return f"{value:.{_decimals(value, digits)}f}"
+    shown = rounded(value, digits)
+    return f"{shown:.{_decimals(shown, digits)}f}"
 
 
 def energy_scale(kwh: float) -> tuple[float, str]:
     """The factor from kWh and the unit to show energies of this size in: Wh below 1 kWh, else kWh."""
-    return (1.0, "kWh") if abs(kwh) >= 1.0 else (WH_PER_KWH, "Wh")
+    return (1.0, "kWh") if abs(rounded(kwh)) >= 1.0 else (WH_PER_KWH, "Wh")
 
 
 def mass_scale(grams: float) -> tuple[float, str]:
     """The factor from grams and the unit to show emissions of this size in: gCO2eq below 1 kg, else kgCO2eq."""
-    return (1.0 / G_PER_KG, "kgCO2eq") if abs(grams) >= G_PER_KG else (1.0, "gCO2eq")
+    return (1.0 / G_PER_KG, "kgCO2eq") if abs(rounded(grams)) >= G_PER_KG else (1.0, "gCO2eq")
 
 
 def duration_scale(seconds: float) -> tuple[float, str]:
     """The factor from seconds and the unit to show durations of this size in: s, min or h."""
-    if abs(seconds) < 60:
+    shown = abs(rounded(seconds))
+    if shown < 60:
         return 1.0, "s"
-    return (1 / 60, "min") if abs(seconds) < 3600 else (1 / 3600, "h")
+    return (1 / 60, "min") if shown < 3600 else (1 / 3600, "h")
 
 
 def energy_text(kwh: float) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +13,7 @@ import pytest
 from carbon_sensors.cli import main
 from carbon_sensors.emissions import EmissionsLedger, IntensityLookup
 from carbon_sensors.providers.trace import TraceProvider
+from carbon_sensors.units import duration_text, energy_text, mass_text, significant
 
 T0 = pd.Timestamp("2023-06-01T00:00Z")
 
@@ -70,3 +72,22 @@ def test_report_summary_is_one_line_in_readable_units() -> None:
         "Energy with PUE: 12.3 Wh; Emissions: 4.57 gCO2eq; Avoided emissions: 1.23 kgCO2eq; Pauses: 2; "
         "Paused time: 2.03 h"
     )
+
+
+@pytest.mark.parametrize(
+    ("show", "value", "expected"),
+    [
+        (mass_text, 999.6, "1.00 kgCO2eq"),
+        (mass_text, 999.4, "999 gCO2eq"),
+        (energy_text, 0.99961, "1.00 kWh"),
+        (energy_text, 0.0009996, "1.00 Wh"),
+        (duration_text, 59.98, "1.00 min"),
+        (duration_text, 3599.9, "1.00 h"),
+        (significant, 9.996, "10.0"),
+        (significant, 0.09996, "0.100"),
+    ],
+)
+def test_units_and_digits_are_picked_after_rounding(
+    show: Callable[[float], str], value: float, expected: str
+) -> None:
+    assert show(value) == expected
