@@ -475,14 +475,15 @@ class EmissionsLedger:
 
 def _cut_torn_tail(fh: BinaryIO) -> None:
     """Leave `fh` at the end of its last whole line: a process killed mid-append tears the last one, which
-    `read_jsonl` skips, and a record appended right after it would be glued to it into a line nobody reads."""
+    `read_jsonl` skips, and a record appended right after it would be glued to it into a line nobody reads.
+    A last line that is whole but lacks its newline (as `read_jsonl` reads it: a record) gets one."""
     end = fh.seek(0, os.SEEK_END)
     if end == 0:
         return
     fh.seek(end - 1)
     if fh.read(1) == b"\n":
         return
-    cut, pos = 0, end  # 0 if no newline at all: the one line there is torn
+    cut, pos = 0, end  # 0 if no newline at all: the one line there is the last
     while pos > 0:
         start = max(0, pos - 65536)
         fh.seek(start)
@@ -491,9 +492,15 @@ def _cut_torn_tail(fh: BinaryIO) -> None:
             cut = start + newline + 1
             break
         pos = start
-    log.warning("%s: dropped a torn last line (%d bytes) before appending", fh.name, end - cut)
-    fh.truncate(cut)
     fh.seek(cut)
+    try:
+        json.loads(fh.read(end - cut))
+    except ValueError:  # not JSON (or not UTF-8): torn
+        log.warning("%s: dropped a torn last line (%d bytes) before appending", fh.name, end - cut)
+        fh.truncate(cut)
+        fh.seek(cut)
+    else:
+        fh.write(b"\n")
 
 
 def merge_timeline(target: Path, other: Path) -> None:

@@ -107,3 +107,9 @@ def test_records_appended_after_a_torn_last_line_stay_readable(tmp_path: Path) -
     merged, whole = read_jsonl(local), read_jsonl(published)
     assert len(merged.pauses) == len(whole.pauses) == 1 and merged.notes == whole.notes
     assert merged.report().energy_kwh == whole.report().energy_kwh
+
+    whole_last = tmp_path / "whole_last.jsonl"  # the last record whole, only its newline missing: kept
+    whole_last.write_text("\n".join(lines[:3]))
+    merge_timeline(whole_last, published)
+    assert whole_last.read_text().splitlines()[:3] == lines[:3]  # the third record stays, on its own line
+    assert read_jsonl(whole_last).notes == whole.notes
