@@ -15,10 +15,10 @@ MAX_DURATION = timedelta(days=36500)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d)\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600, "d": 86400}
 # Our own ISO 8601 reader: pd.Timedelta reads 'P1M' as one minute and 'P1.5D' as five days and a second.
-_NUM = r"(-?\d+(?:[.,]\d+)?)"
-_ISO = re.compile(rf"^(-)?P(?!$)(?:{_NUM}W)?(?:{_NUM}D)?(?:T(?!$)(?:{_NUM}H)?(?:{_NUM}M)?(?:{_NUM}S)?)?$")
+_NUM = r"([0-9]+(?:[.,][0-9]+)?)"  # ASCII digits
+_ISO = re.compile(rf"^P(?!$)(?:{_NUM}W)?(?:{_NUM}D)?(?:T(?!$)(?:{_NUM}H)?(?:{_NUM}M)?(?:{_NUM}S)?)?$")
 _ISO_UNIT_SECONDS = (604800, 86400, 3600, 60, 1)
-_ISO_YEARS_OR_MONTHS = re.compile(r"^-?P[^T]*\d[YM]")
+_ISO_YEARS_OR_MONTHS = re.compile(r"^-?P[^T]*[0-9][YM]")
 
 
 def require_utc(value: datetime | pd.Timestamp, name: str = "datetime") -> pd.Timestamp:
@@ -104,19 +104,19 @@ def _iso_seconds(iso: str, text: str, name: str) -> float:
             f"{name}={short_repr(text)} counts years or months, which have no fixed length; "
             "write days: 'P30D' (and minutes after the T: 'PT1M')"
         )
-    match = _ISO.match(iso)
+    negative = "-" in iso  # '-PT5M', 'PT-5M': refused by the caller as negative, whatever the rest
+    match = _ISO.match(iso.replace("-", ""))
     if not match:
         raise InvalidInputError(
             f"{name}={short_repr(text)} is not an ISO 8601 duration; expected e.g. 'PT15M', 'PT1H30M', "
             "'P1DT2H' or 'P2W'"
         )
-    sign, *parts = match.groups()
     seconds = sum(
         float(part.replace(",", ".")) * unit
-        for part, unit in zip(parts, _ISO_UNIT_SECONDS, strict=True)
+        for part, unit in zip(match.groups(), _ISO_UNIT_SECONDS, strict=True)
         if part is not None
     )
-    return -seconds if sign else seconds
+    return -seconds if negative else seconds
 
 
 def utc_from_ns(ns: int) -> pd.Timestamp:

@@ -39,6 +39,8 @@ def test_durations_people_write(text: str | timedelta, expected: timedelta) -> N
         ("0s", r"must be longer than zero"),
         ("-5min", r"is not a duration"),
         ("PT-5M", r"must be longer than zero"),
+        ("PT1H-30M", r"must be longer than zero"),  # a sign inside: refused, not read as 30 min
+        ("P1\u0663D", r"is not an ISO 8601 duration"),  # an Arabic-Indic digit: not read as 13 days
         ("P99999999999D", r"duration='P99999999999D' is longer than 36500 days"),
         ("P40000D", r"is longer than 36500 days"),
         ("Pxyz", r"duration='Pxyz' is not an ISO 8601 duration; expected e.g. 'PT15M'"),
