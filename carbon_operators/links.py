@@ -7,6 +7,7 @@ DAG keeps only the link's name and XCom key; the link itself holds no state.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
@@ -19,6 +20,8 @@ from carbon_sensors.errors import InvalidInputError
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
     from airflow.sdk.types import TaskInstanceKey
+
+log = logging.getLogger(__name__)
 
 PAGE_PATH = "/carbon/"
 RUN_PAGE = "run"
@@ -59,6 +62,10 @@ def chosen_zone(zones: tuple[str, ...], ti_key: TaskInstanceKey) -> str:
     """
     if len(zones) == 1:
         return zones[0]
-    value = XCom.get_value(ti_key=ti_key, key=XCom.XCOM_RETURN_KEY)
+    try:
+        value = XCom.get_value(ti_key=ti_key, key=XCom.XCOM_RETURN_KEY)
+    except Exception:  # e.g. a custom XCom backend that fails: a link is a convenience, never an error
+        log.warning("no return value to pick the chosen zone's link from; linking to %s", zones[0])
+        value = None
     zone = value.get("zone") if isinstance(value, dict) else None
     return zone if zone in zones else zones[0]

@@ -357,3 +357,12 @@ def test_airflow_discovers_the_plugin_through_the_installed_entry_point(tmp_path
         "/carbon/runs?dag_id={DAG_ID}&task_id={TASK_ID}",
     ]
     assert "import error" not in done.stderr.lower()
+
+
+def test_a_failing_xcom_lookup_links_to_the_first_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*, ti_key: Any, key: str) -> Any:
+        raise RuntimeError("custom XCom backend down")
+
+    monkeypatch.setattr(XCom, "get_value", broken)
+    op = CarbonWindowOperator(task_id="window", zone=["DE", "GB"], duration="2h")
+    assert CarbonIntensityLink().get_link(op, ti_key=_ti_key(op)).startswith("/carbon/run?zone=DE&")
