@@ -16,7 +16,7 @@ from typing import Any
 
 from carbon_sensors.errors import InvalidInputError
 from carbon_sensors.timeutil import MAX_DURATION, parse_duration
-from carbon_sensors.validation import MAX_INTENSITY, short_repr
+from carbon_sensors.validation import MAX_INTENSITY, intensity_problem, short_repr
 
 Parser = Callable[[Any, str], Any]
 DURATION_HELP = "e.g. '90s', '15min', '6h', ISO 8601 'PT15M', or a timedelta"
@@ -60,7 +60,7 @@ def day_span(value: Any, name: str) -> float:
 def intensity_limit(value: Any, name: str) -> float:
     """A threshold in gCO2eq/kWh, in [0, MAX_INTENSITY]: below it no reading passes, above it every one does."""
     parsed = number(value, name)
-    if not 0 <= parsed <= MAX_INTENSITY:
+    if intensity_problem(parsed) is not None:
         raise InvalidInputError(
             f"{name}={value!r} gCO2eq/kWh must be 0 or more and at most {MAX_INTENSITY:g}; give e.g. {name}=250"
         )
