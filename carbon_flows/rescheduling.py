@@ -19,6 +19,7 @@ from prefect.deployments import run_deployment
 from prefect.states import Completed
 
 from carbon_sensors.replay import replay_handoff
+from carbon_sensors.timeutil import parse_utc
 
 RESCHEDULED = "Rescheduled"
 RESCHEDULED_TAG = "carbon-aware:rescheduled"
@@ -28,6 +29,11 @@ def run_tags() -> list[str]:
     """This flow run's tags ([] outside one): what a rescheduled run inherits from the runs before it."""
     ctx = FlowRunContext.get()
     return list(ctx.flow_run.tags) if ctx is not None and ctx.flow_run is not None else []
+
+
+def tag_times(prefix: str, what: str) -> list[pd.Timestamp]:
+    """The times this run's tags carry after `prefix` (a deadline, a pause start: handed on by earlier runs)."""
+    return [parse_utc(tag.removeprefix(prefix), what) for tag in run_tags() if tag.startswith(prefix)]
 
 
 def current_deployment_run() -> FlowRunContext | None:

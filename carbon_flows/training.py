@@ -39,7 +39,7 @@ from carbon_flows.rescheduling import (
     current_deployment_run,
     reschedule_current_run,
     rescheduled_state,
-    run_tags,
+    tag_times,
 )
 from carbon_flows.sources import SourceSpec, clock_of, resolve_source
 from carbon_flows.storage import CheckpointStore
@@ -155,11 +155,7 @@ def strategy_options_for(
 
 def inherited_paused_since() -> str | None:
     """When the pause that rescheduled the runs before this one began (the newest, from their tags), if any."""
-    found = [
-        parse_utc(tag.removeprefix(PAUSED_SINCE_TAG), "paused-since tag")
-        for tag in run_tags()
-        if tag.startswith(PAUSED_SINCE_TAG)
-    ]
+    found = tag_times(PAUSED_SINCE_TAG, "paused-since tag")
     return max(found).isoformat() if found else None
 
 

@@ -32,6 +32,7 @@ from carbon_flows.rescheduling import (
     reschedule_current_run,
     rescheduled_state,
     run_tags,
+    tag_times,
 )
 from carbon_flows.sources import SourceSpec, clock_of, resolve_source
 from carbon_sensors.deadline import late_run, plan_by, resume_margin
@@ -341,8 +342,7 @@ def resolve_deadline(
 
 
 def _inherited_deadlines() -> list[pd.Timestamp]:
-    tags = run_tags()
-    return [parse_utc(t[len(DEADLINE_TAG) :], "deadline tag") for t in tags if t.startswith(DEADLINE_TAG)]
+    return tag_times(DEADLINE_TAG, "deadline tag")
 
 
 def _inherited_holds(key: str) -> int:
